@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from unmem.methods.base import IGNORE_INDEX, SENSITIVE_MARKER
+from unmem.logprobs import IGNORE_INDEX, SENSITIVE_MARKER
 
 DEFAULT_TEMPLATE = "Question: {question}\nAnswer:"
 

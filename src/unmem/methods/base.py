@@ -19,10 +19,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
-# Value of ``Side.token_weights`` on tokens inside a sensitive span (1.0 elsewhere). It is a marker,
-# not a weight: the loop cannot know a method's config, so DI maps it to its own ``focus_coeff``.
-SENSITIVE_MARKER = 2.0
+from unmem.logprobs import IGNORE_INDEX, SENSITIVE_MARKER, token_logps
+
+__all__ = ["IGNORE_INDEX", "SENSITIVE_MARKER", "LossInputs", "Side", "token_logps"]
 
 
 @dataclass
@@ -66,14 +65,6 @@ class Side:
         """Scalar token-mean NLL over every answer token in the batch (HF's convention)."""
         mask = self.label_mask
         return -(self.token_logps().sum()) / mask.sum().clamp(min=1)
-
-
-def token_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """log-softmax gathered at the labels; masked positions give 0 (never index -100)."""
-    mask = labels != IGNORE_INDEX
-    safe_labels = labels.masked_fill(~mask, 0)
-    logps = torch.log_softmax(logits.float(), dim=-1).gather(-1, safe_labels.unsqueeze(-1)).squeeze(-1)
-    return logps * mask
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from unmem.data.collate import Example, PromptFormat, encode_qa, encode_text, iter_batches
-from unmem.methods.base import IGNORE_INDEX, token_logps
+from unmem.logprobs import IGNORE_INDEX, token_logps
 from unmem.metrics.mia import token_zscores
 
 # Rows of (tokens, vocab) log-softmax held at once: bounds memory for 128k-token vocabularies.
