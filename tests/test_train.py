@@ -280,3 +280,88 @@ def test_output_never_inside_input_model(memorized):
         unlearn(memorized.model, memorized.forget, memorized.model / "out", config)
     with pytest.raises(UnmemError, match="never writes its input model"):
         unlearn(memorized.model, memorized.forget, memorized.model, config, overwrite=True)
+
+
+HOLDOUT = [
+    {"question": f"Where was {name} born?", "answer": f"{name} was born in {city}."}
+    for name, city in [
+        ("Kora Best", "Ashwick"),
+        ("Lio Dran", "Velmora"),
+        ("Mira Tull", "Quelling"),
+        ("Nils Orr", "Sarnest"),
+        ("Oda Penn", "Halbrook"),
+        ("Pia Rusk", "Verrin"),
+    ]
+]
+
+
+def test_calibrated_stopping_ends_early_and_publishes_the_selected_point(memorized, tmp_path):
+    """Issue 10: the run stops once the forget set is as unfamiliar as never-seen QA, keeps that point."""
+    from unmem.train.stopping import familiarity, membership_auc, token_logps_of
+
+    holdout = _write(tmp_path / "holdout.jsonl", HOLDOUT)
+    config = build_config(
+        {
+            "method": "grad_diff",
+            "lr": 2e-3,
+            "epochs": 20,
+            "batch_size": 3,
+            "scheduler": "constant",
+            "warmup_ratio": 0.0,
+            "device": "cpu",
+            # The toy retain set is memorised (perplexity ~1), so its guard gets a loose ratio.
+            "calibrated_stop": {"holdout": str(holdout), "every": 1, "band": 0.1, "max_utility_ratio": 10},
+        }
+    )
+    out = unlearn(memorized.model, memorized.forget, tmp_path / "out", config, retain_path=memorized.retain)
+    summary = json.loads((out / "summary.json").read_text())
+    stopping = summary["stopping"]["calibrated"]
+    assert summary["steps"] < 40, "stopped early"
+    assert "as unfamiliar as holdout" in summary["stop_reason"] or "overshoot" in summary["stop_reason"]
+    assert summary["published_step"] == stopping["selected_step"] > 0
+    history = {check["step"]: check for check in stopping["history"]}
+    assert history[0]["auc"] > 0.9  # memorised at the start
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert all("stop_auc" in row and "utility_ratio" in row for row in log)
+    # The published weights are the selected point's: their AUC is the one recorded for it.
+    model, tokenizer = load_model(out, device="cpu")
+    pad = tokenizer.pad_token_id
+    members = familiarity(
+        token_logps_of(model, encode_records(tokenizer, FORGET, PromptFormat()), pad), "nll"
+    )
+    others = familiarity(
+        token_logps_of(model, encode_records(tokenizer, HOLDOUT, PromptFormat()), pad), "nll"
+    )
+    assert membership_auc(members, others)[0] == pytest.approx(stopping["selected"]["auc"], abs=1e-6)
+    assert not out.with_name("out.work").exists()
+
+
+def test_warmup_is_honoured_by_every_scheduler(memorized, tmp_path):
+    """Issue 10: `scheduler: constant` used to ignore `warmup_ratio`."""
+    for scheduler in ("constant", "linear", "cosine"):
+        config = build_config(
+            {
+                "method": "ga",
+                "lr": 1e-3,
+                "epochs": 5,
+                "batch_size": 3,
+                "scheduler": scheduler,
+                "warmup_ratio": 0.4,
+                "device": "cpu",
+            }
+        )
+        out = unlearn(memorized.model, memorized.forget, tmp_path / scheduler, config)
+        rates = [json.loads(line)["lr"] for line in (out / "train_log.jsonl").read_text().splitlines()]
+        assert len(rates) == 10
+        # 4 warm-up steps: the rate after step k is k/4 of the peak, then the schedule proper.
+        assert rates[:4] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3])
+        if scheduler == "constant":
+            assert rates[4:] == pytest.approx([1e-3] * 6)
+        else:
+            assert rates[4] < 1e-3 and rates[-1] < rates[4]
+
+
+def test_default_schedule_is_the_field_recipe():
+    config = build_config({"method": "ga"})
+    assert (config.scheduler, config.warmup_ratio, config.weight_decay) == ("linear", 0.1, 0.01)
+    assert (config.lr, config.epochs, config.batch_size * config.grad_accum) == (1e-5, 10, 32)

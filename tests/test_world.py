@@ -13,6 +13,7 @@ from unmem.data.world import World, WorldConfig, generate_world
 from unmem.errors import UnmemError
 
 LAYOUT = [
+    ".unmem-output",  # the marker that lets `--overwrite` replace a directory unmem wrote
     "world.json",
     "entities.jsonl",
     *(
@@ -43,7 +44,7 @@ def _files(root: Path) -> dict[str, bytes]:
 
 def test_layout_matches_data_format(world: World) -> None:
     assert sorted(_files(world.root)) == sorted(LAYOUT)
-    assert sorted(world.manifest["files"]) == sorted(set(LAYOUT) - {"world.json"})
+    assert sorted(world.manifest["files"]) == sorted(set(LAYOUT) - {"world.json", ".unmem-output"})
 
 
 def test_qa_schema(world: World) -> None:

@@ -135,14 +135,28 @@ def unlearn_cmd(
         help="Prompt through the tokenizer's chat template (default: when it has one).",
     ),
     param: list[str] = typer.Option(
-        [], "--param", "-p", help="Method hyper-parameter KEY=VALUE (repeatable)."
+        [], "--param", "-p", help="Method hyper-parameter KEY=VALUE (repeatable; VALUE is read as YAML)."
     ),
-    overwrite: bool = typer.Option(False, help="Replace an existing output directory."),
+    stop_holdout: str | None = typer.Option(
+        None,
+        help="Calibrated stopping: QA pairs or passages like the forget set that the model never saw. "
+        "The run stops, and publishes the weights, where the forget set is as unfamiliar as these.",
+    ),
+    stop_every: int | None = typer.Option(None, help="Calibrated stopping: steps between checks."),
+    overwrite: bool = typer.Option(
+        False, help="Replace an existing output directory (only one unmem wrote; never an input)."
+    ),
+    restart: bool = typer.Option(
+        False, help="Discard checkpoints of an interrupted run in OUT.work and start afresh."
+    ),
 ) -> None:
-    """Unlearn a forget set from a model with one method."""
-    import yaml
+    """Unlearn a forget set from a model with one method.
 
-    from unmem.config import build_config, load_yaml
+    Resuming: with --checkpoint-every N, an interrupted run (Ctrl-C, kill, crash) keeps
+    checkpoints in OUT.work; the same command resumes from the last one. A run with other
+    inputs or settings refuses to start there until you pass --restart.
+    """
+    from unmem.config import build_config, load_yaml, parse_scalar
     from unmem.train import unlearn
 
     values = load_yaml(config) if config else {}
@@ -164,17 +178,24 @@ def unlearn_cmd(
         "chat_template": chat_template,
     }
     values.update({k: v for k, v in flags.items() if v is not None})
-    method_args = dict(values.get("method_args") or {})
+    if stop_holdout is not None or stop_every is not None:
+        calibrated = dict(values.get("calibrated_stop") or {})
+        calibrated.update({k: v for k, v in {"holdout": stop_holdout, "every": stop_every}.items() if v})
+        values["calibrated_stop"] = calibrated
+    method_args = values.get("method_args") or {}
+    if not isinstance(method_args, dict):
+        where = config or "command line"
+        raise UnmemError(f"{where}: field 'method_args' must be a mapping of KEY: VALUE, got {method_args!r}")
     for item in param:
         key, sep, raw = item.partition("=")
-        if not sep:
+        if not sep or not key:
             raise UnmemError(f"--param '{item}': expected KEY=VALUE")
-        method_args[key] = yaml.safe_load(raw)
+        method_args[key] = parse_scalar(raw)
     values["method_args"] = method_args
     if "method" not in values:
         raise UnmemError("no method given: pass --method NAME or set `method:` in --config")
     resolved = build_config(values, source=config or "command line")
-    print(unlearn(model, forget, out, resolved, retain_path=retain, overwrite=overwrite))
+    print(unlearn(model, forget, out, resolved, retain_path=retain, overwrite=overwrite, resume=not restart))
 
 
 @app.command("world")
@@ -379,11 +400,20 @@ def finetune_cmd(
         None, "--gradient-checkpointing/--no-gradient-checkpointing", help="Trade compute for memory."
     ),
     trust_remote_code: bool | None = typer.Option(None, "--trust-remote-code/--no-trust-remote-code"),
-    overwrite: bool = typer.Option(False, help="Replace an existing output directory."),
+    checkpoint_every: int | None = typer.Option(None, help="Save a resumable checkpoint every N steps."),
+    overwrite: bool = typer.Option(
+        False, help="Replace an existing output directory (only one unmem wrote; never an input)."
+    ),
+    restart: bool = typer.Option(
+        False, help="Discard checkpoints of an interrupted run in OUT.work and start afresh."
+    ),
 ) -> None:
-    """Fine-tune a pretrained model on QA pairs or passages (make a target or retain model to unlearn)."""
+    """Fine-tune a pretrained model on QA pairs or passages (make a target or retain model to unlearn).
+
+    Resuming works as for `unmem unlearn` (--checkpoint-every N; --restart starts afresh).
+    """
     from unmem.config import load_yaml
-    from unmem.finetune import build_finetune_config, finetune
+    from unmem.train.finetune import build_finetune_config, finetune
 
     values = load_yaml(config) if config else {}
     flags = {
@@ -399,6 +429,7 @@ def finetune_cmd(
         "precision": precision,
         "gradient_checkpointing": gradient_checkpointing,
         "trust_remote_code": trust_remote_code,
+        "checkpoint_every": checkpoint_every,
     }
     values.update({k: v for k, v in flags.items() if v is not None})
-    print(finetune(model, data, out, build_finetune_config(values), overwrite=overwrite))
+    print(finetune(model, data, out, build_finetune_config(values), overwrite=overwrite, resume=not restart))

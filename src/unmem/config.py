@@ -5,6 +5,7 @@ The resolved config is saved next to every result, so a run can be repeated exac
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,17 +18,33 @@ from unmem.errors import UnmemError
 class EarlyStop(BaseModel):
     """Stop when held-out perplexity rises above ``ratio`` × its value at the start (DI's rule)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     data: Path  # JSONL of passages (``text``) or QA pairs (``question``/``answer``)
     ratio: float = Field(1.03, gt=1.0)
     every: int = Field(10, gt=0)  # steps between checks
 
 
+class CalibratedStop(BaseModel):
+    """Retain-free calibrated stopping (``unmem.train.stopping``): stop where the forget set has
+    become as unfamiliar as data the model never saw, and publish the weights of that point."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    holdout: Path  # QA pairs (question/answer) or passages (text) of the forget set's kind, never trained on
+    every: int = Field(5, gt=0)  # steps between checks (each scores forget, holdout and utility sets)
+    score: Literal["nll", "min_k"] = "nll"  # per-sample familiarity: answer NLL or Min-40% log-prob
+    band: float = Field(0.05, ge=0, lt=0.5)  # AUC within 0.5 ± band counts as "as unfamiliar"
+    utility: Path | None = None  # perplexity guard set; None: the retain set when one is given
+    max_utility_ratio: float = Field(1.1, gt=1.0)  # guard: its perplexity stays ≤ this × the start
+    max_samples: int = Field(256, gt=0)  # cap per scored set, to keep checks cheap
+    stop: bool = True  # False: train to the end and still publish the selected point
+
+
 class TrainingSettings(BaseModel):
     """Model, adaptation and optimisation settings shared by unlearning and fine-tuning."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     # Model and adaptation
     lora: bool = False
@@ -51,17 +68,30 @@ class TrainingSettings(BaseModel):
     grad_clip: float = Field(1.0, gt=0)
     max_length: int = Field(256, gt=8)
     seed: int = 0
+    # Bookkeeping: a resumable checkpoint every N optimiser steps, keeping the newest ``keep_checkpoints``
+    checkpoint_every: int | None = Field(None, gt=0)
+    keep_checkpoints: int = Field(2, gt=0)
 
 
 class UnlearnConfig(TrainingSettings):
-    """Everything an unlearning run needs besides the data files."""
+    """Everything an unlearning run needs besides the data files.
+
+    The optimisation defaults are the field's usual recipe (open-unlearning's TOFU
+    default: lr 1e-5, 10 epochs, batch 32, weight decay 0.01, one warm-up epoch then
+    linear decay). It was set for 7B-class models; small models need larger rates, and
+    the recipes in ``unmem/configs`` say which and why.
+    """
 
     method: str
     method_args: dict[str, Any] = Field(default_factory=dict)
+    epochs: int = Field(10, gt=0)
+    batch_size: int = Field(32, gt=0)
+    scheduler: Literal["cosine", "linear", "constant"] = "linear"
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)  # one warm-up epoch of ten
+    weight_decay: float = Field(0.01, ge=0)
     max_steps: int | None = Field(None, gt=0)
-    # Bookkeeping
-    checkpoint_every: int | None = Field(None, gt=0)
     early_stop: EarlyStop | None = None
+    calibrated_stop: CalibratedStop | None = None
 
     @model_validator(mode="after")
     def _known_method(self) -> UnlearnConfig:
@@ -85,13 +115,47 @@ def build_config(values: dict[str, Any], source: str = "command line") -> Unlear
         raise UnmemError(f"{source}: {describe_validation_error(exc)}") from None
 
 
+class StrictLoader(yaml.SafeLoader):
+    """YAML with two fixes for hand-written configs: duplicate keys are an error (PyYAML keeps the
+    last silently), and YAML 1.2 floats such as ``1e-1`` are numbers (YAML 1.1 wants ``1.0e-1``)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (lines {seen[key]} and {line})", key_node.start_mark
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)?(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def parse_scalar(raw: str) -> Any:
+    """A command-line value as YAML reads it: ``1e-1`` → 0.1, ``true`` → True, ``[1, 2]`` → a list."""
+    try:
+        return yaml.load(raw, Loader=StrictLoader)
+    except yaml.YAMLError:
+        return raw
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping; errors name the file and line."""
     path = Path(path)
     if not path.is_file():
         raise UnmemError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=StrictLoader) or {}
+    except UnicodeDecodeError as exc:
+        raise UnmemError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""

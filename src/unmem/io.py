@@ -126,27 +126,124 @@ def read_records(
     return records
 
 
+OUTPUT_MARKER = ".unmem-output"  # in every directory unmem writes: only these may be replaced
+
+
+def is_unmem_output(path: str | Path) -> bool:
+    return (Path(path) / OUTPUT_MARKER).is_file()
+
+
+def check_replaceable(final: str | Path, overwrite: bool) -> None:
+    """Refuse to replace ``final`` unless asked to, and never a directory unmem did not write.
+
+    ``--overwrite`` deletes what the path holds; a typo there must not delete a user's
+    model or data, so only a directory carrying unmem's marker is ever replaced.
+    """
+    final = Path(final)
+    if not final.exists() and not final.is_symlink():
+        return
+    if not overwrite:
+        raise UnmemError(f"{final}: already exists; choose another --out or pass --overwrite")
+    if not final.is_dir() or final.is_symlink():
+        raise UnmemError(f"{final}: not a directory unmem wrote; refusing to replace it with --overwrite")
+    if any(final.iterdir()) and not is_unmem_output(final):
+        raise UnmemError(
+            f"{final}: not written by unmem (no {OUTPUT_MARKER}); refusing to replace it with --overwrite"
+        )
+
+
+def _normalise_modes(root: Path) -> None:
+    """Files written by libraries through temp files (safetensors: 0600) get the umask's mode."""
+    file_mode, dir_mode = _default_mode(directory=False), _default_mode(directory=True)
+    for path in root.rglob("*"):
+        if not path.is_symlink():
+            os.chmod(path, dir_mode if path.is_dir() else file_mode)
+    os.chmod(root, dir_mode)
+
+
+def remove_stale_staging(final: Path) -> None:
+    """Delete ``.<name>.*.partial`` / ``.trash`` folders left by a run killed while saving ``final``."""
+    for leftover in final.parent.glob(f".{final.name}.*"):
+        if leftover.is_dir() and leftover.name.endswith((".partial", ".trash")):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_dir(final: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     """Build a directory under a temporary name and rename it into place on success.
 
     On any exception (Ctrl-C included) the partial directory is removed, so ``final``
-    either does not exist or is complete.
+    either does not exist or is complete. An old ``final`` is renamed aside before the
+    new one takes its name, so a crash in between leaves one of them, never neither.
+    The result carries unmem's marker, which is what makes it replaceable later.
     """
     final = Path(final)
-    if final.exists() and not overwrite:
-        raise UnmemError(f"{final}: already exists; choose another --out or pass --overwrite")
+    check_replaceable(final, overwrite)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(final)
     staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".partial"))
     try:
-        os.chmod(staging, _default_mode(directory=True))
         yield staging
+        (staging / OUTPUT_MARKER).write_text("written by unmem; `--overwrite` may replace this directory\n")
+        _normalise_modes(staging)
+        trash = None
         if final.exists():
-            shutil.rmtree(final)
+            trash = staging.with_name(staging.name.removesuffix(".partial") + ".trash")
+            os.replace(final, trash)
         os.replace(staging, final)
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def exclusive_lock(target: str | Path) -> Iterator[Path]:
+    """Hold ``<target>.lock`` (an flock) while writing ``target``; a second writer fails at once.
+
+    The lock file names its holder, so the error can say who. The kernel releases the
+    lock when the holder dies (kill -9 included), so a leftover file never blocks a
+    later run. Failing to create it is also how an unwritable output is caught early.
+    """
+    import fcntl
+    import socket
+    import sys
+    import time
+
+    target = Path(target)
+    lock_path = target.with_name(target.name + ".lock")
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            handle = lock_path.open("a+", encoding="utf-8")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                handle.close()
+                raise UnmemError(
+                    f"{target}: in use by {holder}; wait for it to finish or choose another --out"
+                ) from None
+            # The holder before us may have unlinked the file between our open and our lock.
+            if lock_path.exists() and os.stat(lock_path).st_ino == os.fstat(handle.fileno()).st_ino:
+                break
+            handle.close()
+        handle.seek(0)
+        handle.truncate()
+        command = " ".join(Path(sys.argv[0]).name if i == 0 else a for i, a in enumerate(sys.argv))
+        started = time.strftime("%Y-%m-%d %H:%M:%S")
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {started} ({command})\n")
+        handle.flush()
+    except OSError as exc:  # read-only file system, permission denied, no space left
+        raise UnmemError(f"{target}: cannot write there ({exc.strerror}); choose another --out") from None
+    try:
+        yield lock_path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            lock_path.unlink()
+        handle.close()
 
 
 def hash_json(obj: Any) -> str:

@@ -24,6 +24,7 @@ from transformers import (
 )
 
 from unmem.errors import UnmemError
+from unmem.io import hash_files
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
 
@@ -137,6 +138,37 @@ def load_tokenizer(path: str | Path) -> Any:
 
 
 MODEL_CARD = "unmem_model.json"  # written by a run whose output is an adapter or method layers over a base
+MODEL_FILE_PATTERNS = (
+    "*.safetensors",
+    "*.bin",
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "merges.txt",
+    "adapter_config.json",
+    MODEL_CARD,
+)
+
+
+def model_files(model_dir: Path) -> list[Path]:
+    """Weights, config and tokenizer files; an adapter's or method layers' base model counts too."""
+    files = sorted({p for pattern in MODEL_FILE_PATTERNS for p in model_dir.glob(pattern) if p.is_file()})
+    card = model_dir / MODEL_CARD
+    if card.is_file():
+        base = Path(json.loads(card.read_text()).get("base_model", ""))
+        if base.is_dir():
+            files += model_files(base)
+    return files
+
+
+def model_hash(model_dir: str | Path) -> str:
+    """Hash of a model's weights, config and tokenizer files: what a result or a checkpoint came from."""
+    path = resolve_model_dir(model_dir)
+    files = model_files(path)
+    if not files:
+        raise UnmemError(f"{path}: no model files (*.safetensors, *.bin, config.json) to hash")
+    return hash_files(files)
 
 
 def resolve_model_dir(path: str | Path) -> Path:

@@ -1,0 +1,426 @@
+"""``unlearn()``: check the inputs, build the method's step, run the loop, publish the result.
+
+Where things go (``OUT`` is ``--out``):
+- while running, ``OUT.lock`` names the process that owns ``OUT`` and ``OUT.work/``
+  holds checkpoints and the training log, so a killed run resumes from its last
+  checkpoint (only if it is the same run: ``unmem.train.checkpoints``);
+- on success ``OUT/`` appears at once (atomic rename) with the model or adapter
+  (safetensors), ``run_config.json`` (resolved), ``train_log.jsonl`` and
+  ``summary.json``; ``OUT.work/`` is then removed. No input is ever written.
+
+Works unchanged under ``accelerate launch -m unmem unlearn ...`` (data parallel).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unmem.config import CalibratedStop, UnlearnConfig
+from unmem.data.collate import Example, PromptFormat, collate, encode_qa, encode_records, encode_text
+from unmem.data.refusals import load_idk_answers
+from unmem.errors import UnmemError
+from unmem.io import atomic_dir, exclusive_lock, hash_files, read_records, write_json
+from unmem.methods.registry import MethodSpec, SetupContext, get_method
+from unmem.models import frozen_copy, model_hash, resolve_model_dir
+from unmem.train.batches import BatchSchedule, Phase, example_loader, make_loader
+from unmem.train.checkpoints import Checkpoints, run_record
+from unmem.train.forward import MethodForward
+from unmem.train.loop import Loop, LoopResult, StoppingRule, run_loop
+from unmem.train.output import assert_finite, method_config_json, save_unlearned
+from unmem.train.setup import (
+    check_output,
+    deepspeed_batch_size,
+    load_policy,
+    lora_from,
+    make_accelerator,
+    optimizer_and_schedule,
+    peak_memory_mb,
+)
+from unmem.train.stopping import CalibratedStopping, PerplexityStop
+
+
+@dataclass
+class Pair:
+    """A forget example with the same question answered by a refusal (for IdkDPO, IdkNLL, FLAT, Chen)."""
+
+    forget: Example
+    idk: Example | None
+
+
+def _collate_pairs(pairs: list[Pair], pad_token_id: int) -> dict[str, Any]:
+    batch = {"forget": collate([p.forget for p in pairs], pad_token_id)}
+    if pairs[0].idk is not None:
+        batch["idk"] = collate([p.idk for p in pairs if p.idk is not None], pad_token_id)
+    return batch
+
+
+QA_FIELDS = {"required": ("question", "answer"), "types": {"question": str, "answer": str}}
+
+
+def read_qa(path: str | Path) -> list[dict[str, Any]]:
+    return read_records(path, QA_FIELDS["required"], types=QA_FIELDS["types"])
+
+
+def load_unlearning_data(
+    path: str | Path, tokenizer: Any, fmt: PromptFormat, max_length: int
+) -> tuple[list[dict[str, Any]], list[Example]]:
+    records = read_qa(path)
+    return records, encode_records(tokenizer, records, fmt, max_length=max_length)
+
+
+def heldout_examples(
+    records: list[dict[str, Any]], tokenizer: Any, fmt: PromptFormat, max_length: int
+) -> list[Example]:
+    """Passages (``text``) or QA pairs, as a stopping rule scores them."""
+    if "text" in records[0]:
+        return [encode_text(tokenizer, r["text"], max_length=max_length) for r in records]
+    return encode_records(tokenizer, records, fmt, max_length=max_length)
+
+
+def _make_idk(
+    records: list[dict[str, Any]], tokenizer: Any, fmt: PromptFormat, max_length: int, seed: int
+) -> list[Example]:
+    refusals = load_idk_answers()
+    rng = random.Random(seed)
+    return [
+        encode_qa(tokenizer, r["question"], rng.choice(refusals), fmt, max_length=max_length, index=i)
+        for i, r in enumerate(records)
+    ]
+
+
+def _sample(items: list[Any], limit: int, seed: int) -> list[Any]:
+    if len(items) <= limit:
+        return items
+    return random.Random(seed).sample(items, limit)
+
+
+@dataclass
+class Inputs:
+    """Every file a run reads (resolved), checked before the model is loaded."""
+
+    model: Path
+    forget: Path
+    retain: Path | None
+    forget_records: list[dict[str, Any]]
+    retain_records: list[dict[str, Any]]
+    extra_paths: dict[str, Path]  # early-stop / calibration data, by what they are for
+    extra: dict[str, list[dict[str, Any]]]
+
+    @property
+    def paths(self) -> dict[str, Path | None]:
+        return {"model": self.model, "forget": self.forget, "retain": self.retain} | dict(self.extra_paths)
+
+    def hashes(self) -> dict[str, str | None]:
+        """What the checkpoints of a run depend on: model and data files by content."""
+        data = {
+            name: hash_files([path]) if path else None for name, path in self.paths.items() if name != "model"
+        }
+        return {"model": model_hash(self.model)} | data
+
+
+def _extra_paths(config: UnlearnConfig) -> dict[str, Path]:
+    paths: dict[str, Path | None] = {}
+    if config.early_stop is not None:
+        paths["early-stop data"] = config.early_stop.data
+    if config.calibrated_stop is not None:
+        paths["calibration holdout"] = config.calibrated_stop.holdout
+        paths["calibration utility data"] = config.calibrated_stop.utility
+    return {name: Path(path).resolve() for name, path in paths.items() if path is not None}
+
+
+def read_inputs(
+    model_dir: str | Path,
+    forget: str | Path,
+    retain: str | Path | None,
+    config: UnlearnConfig,
+    needs_retain: bool,
+) -> Inputs:
+    """Resolve and read every input; a bad file fails here, before any model is loaded."""
+    use_retain = retain is not None and (needs_retain or config.calibrated_stop is not None)
+    retain_path = Path(retain).resolve() if use_retain and retain is not None else None
+    extra_paths = _extra_paths(config)
+    return Inputs(
+        model=resolve_model_dir(model_dir).resolve(),
+        forget=Path(forget).resolve(),
+        retain=retain_path,
+        forget_records=read_qa(forget),
+        retain_records=read_qa(retain_path) if retain_path else [],
+        extra_paths=extra_paths,
+        extra={name: read_records(path) for name, path in extra_paths.items()},
+    )
+
+
+def _stopping_rules(
+    config: UnlearnConfig, inputs: Inputs, forget: list[Example], tokenizer: Any, fmt: PromptFormat
+) -> list[StoppingRule]:
+    rules: list[StoppingRule] = []
+    pad = tokenizer.pad_token_id
+
+    def examples(records: list[dict[str, Any]], limit: int | None = None) -> list[Example]:
+        chosen = records if limit is None else _sample(records, limit, config.seed)
+        return heldout_examples(chosen, tokenizer, fmt, config.max_length)
+
+    if config.early_stop is not None:
+        rules.append(PerplexityStop(config.early_stop, examples(inputs.extra["early-stop data"]), pad))
+    calibrated: CalibratedStop | None = config.calibrated_stop
+    if calibrated is not None:
+        utility_records = inputs.extra.get("calibration utility data") or inputs.retain_records
+        rules.append(
+            CalibratedStopping(
+                calibrated,
+                _sample(forget, calibrated.max_samples, config.seed),
+                examples(inputs.extra["calibration holdout"], calibrated.max_samples),
+                examples(utility_records, calibrated.max_samples) if utility_records else None,
+                pad,
+            )
+        )
+    return rules
+
+
+def _input_paths(
+    model_dir: str | Path, forget: str | Path, retain: str | Path | None, config: UnlearnConfig
+) -> dict[str, Path | None]:
+    """Every path a run reads, as given (``check_output`` resolves links)."""
+    paths: dict[str, Path | None] = {"model": Path(model_dir), "forget": Path(forget)}
+    paths["retain"] = None if retain is None else Path(retain)
+    base = _base_model(Path(model_dir))
+    if base is not None:
+        paths["base model"] = base
+    return paths | dict(_extra_paths(config))
+
+
+def _base_model(model_dir: Path) -> Path | None:
+    """The base an adapter or method-layer output stands on (it is read too)."""
+    from unmem.io import read_json
+    from unmem.models import MODEL_CARD
+
+    for folder in (model_dir, model_dir / "model"):
+        if (folder / MODEL_CARD).is_file():
+            return Path(read_json(folder / MODEL_CARD).get("base_model", folder))
+    return None
+
+
+def unlearn(
+    model_dir: str | Path,
+    forget_path: str | Path,
+    out_dir: str | Path,
+    config: UnlearnConfig,
+    *,
+    retain_path: str | Path | None = None,
+    overwrite: bool = False,
+    resume: bool = True,
+    stop_after_steps: int | None = None,
+) -> Path:
+    """Unlearn ``forget_path`` from the model in ``model_dir``; returns the output directory.
+
+    A killed run is resumed from its last checkpoint when called again with the same
+    inputs and settings (``resume=False`` discards the checkpoints instead).
+    ``stop_after_steps`` ends the process's work early without finalising (tests use it
+    to simulate a killed run); it then returns the work folder.
+    """
+    spec = get_method(config.method)
+    method_cfg = spec.make_config(config.method_args)
+    needs = spec.needs(method_cfg)
+    if needs.retain and retain_path is None:
+        raise UnmemError(f"method '{spec.name}' needs a retain set: pass --retain FILE")
+    out = check_output(out_dir, _input_paths(model_dir, forget_path, retain_path, config), overwrite)
+    inputs = read_inputs(model_dir, forget_path, retain_path, config, needs.retain)
+    accelerator = make_accelerator(config)
+    lock = exclusive_lock(out) if accelerator.is_main_process else contextlib.nullcontext()
+    with lock:
+        return _unlearn_locked(
+            inputs, out, config, spec, method_cfg, accelerator, overwrite, resume, stop_after_steps
+        )
+
+
+def _unlearn_locked(
+    inputs: Inputs,
+    out: Path,
+    config: UnlearnConfig,
+    spec: MethodSpec,
+    method_cfg: Any,
+    accelerator: Any,
+    overwrite: bool,
+    resume: bool,
+    stop_after_steps: int | None,
+) -> Path:
+    needs = spec.needs(method_cfg)
+    model, tokenizer = load_policy(config, inputs.model)
+    fmt = PromptFormat.for_tokenizer(tokenizer, config.chat_template)
+    forget = encode_records(tokenizer, inputs.forget_records, fmt, max_length=config.max_length)
+    ref = frozen_copy(model) if needs.ref else None
+    model = _wrap_model(model, spec, method_cfg, config)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise UnmemError(f"method '{spec.name}': the model has no trainable parameters")
+    phases = _phases(inputs, forget, tokenizer, fmt, config, spec, method_cfg, accelerator)
+    schedule = BatchSchedule(accelerator, phases, config.grad_accum)
+    total_steps = config.max_steps or schedule.steps_per_epoch * config.epochs
+    optimizer, scheduler = optimizer_and_schedule(trainable, config, total_steps, accelerator.num_processes)
+    deepspeed_batch_size(accelerator, config.batch_size)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    device = accelerator.device
+    if ref is not None:
+        ref.to(device)
+    unwrapped = accelerator.unwrap_model(model)
+    layers = spec.hidden_layers(method_cfg, unwrapped.config.num_hidden_layers) if spec.hidden_layers else []
+    context = SetupContext(unwrapped, ref, tokenizer, inputs.forget_records, inputs.retain_records, device)
+    state = spec.setup(context, method_cfg) if spec.setup else None
+
+    checkpoints = Checkpoints(out, accelerator, config.keep_checkpoints)
+    record = run_record(
+        config=config.model_dump(mode="json"),
+        method_config=method_config_json(method_cfg),
+        hashes=inputs.hashes(),
+    )
+    start = checkpoints.start(record, resume)
+    if start is not None and accelerator.is_main_process:
+        print(f"resuming from step {start.step} of {total_steps} ({checkpoints.work})", file=sys.stderr)
+    loop = Loop(
+        accelerator,
+        model,
+        optimizer,
+        scheduler,
+        schedule,
+        total_steps,
+        checkpoints,
+        config.grad_clip,
+        checkpoint_every=config.checkpoint_every,
+        stoppers=_stopping_rules(config, inputs, forget, tokenizer, fmt),
+        desc=f"method '{spec.name}'",
+    )
+    result = run_loop(loop, MethodForward(spec, method_cfg, ref, layers, state), start, stop_after_steps)
+    if not result.finished:
+        return checkpoints.work
+    return _publish(loop, result, inputs, out, config, spec, method_cfg, tokenizer, context, overwrite)
+
+
+def _phases(
+    inputs: Inputs,
+    forget: list[Example],
+    tokenizer: Any,
+    fmt: PromptFormat,
+    config: UnlearnConfig,
+    spec: MethodSpec,
+    method_cfg: Any,
+    accelerator: Any,
+) -> list[Phase]:
+    """Forget batches (with their refusals when the method needs them) and retain batches."""
+    needs, pad = spec.needs(method_cfg), tokenizer.pad_token_id
+    retain = (
+        encode_records(tokenizer, inputs.retain_records, fmt, max_length=config.max_length)
+        if needs.retain
+        else []
+    )
+    idk = (
+        _make_idk(inputs.forget_records, tokenizer, fmt, config.max_length, config.seed)
+        if needs.idk
+        else None
+    )
+    pairs = [Pair(f, None if idk is None else idk[i]) for i, f in enumerate(forget)]
+    forget_loader = make_loader(
+        pairs, config.batch_size, config.seed, lambda b: _collate_pairs(b, pad), accelerator
+    )
+    retain_loader = None
+    if retain:
+        retain_loader = example_loader(retain, config.batch_size, config.seed + 1, pad, accelerator)
+    if spec.schedule != "alternate":
+        return [Phase(forget_loader, None, companion=retain_loader)]
+    # EUL: a retain epoch, then a forget epoch; ``epochs`` counts the pairs.
+    alternating = (("retain", retain_loader), ("forget", forget_loader))
+    return [
+        Phase(loader, None if role == "forget" else role)
+        for role, loader in alternating
+        if loader is not None
+    ]
+
+
+def _wrap_model(
+    model: torch.nn.Module, spec: MethodSpec, method_cfg: Any, config: UnlearnConfig
+) -> torch.nn.Module:
+    if spec.prepare_model is not None:
+        if config.lora:
+            raise UnmemError(f"method '{spec.name}' trains its own layers; drop --lora")
+        return spec.prepare_model(model, method_cfg)
+    return lora_from(model, config) if config.lora else model
+
+
+def _published_step(loop: Loop, result: LoopResult) -> int:
+    """Put back the weights a stopping rule selected, if not the last ones; returns their step."""
+    for rule in loop.stoppers:
+        if isinstance(rule, CalibratedStopping):
+            chosen = rule.selected().step
+            if chosen != result.progress.step:
+                loop.accelerator.wait_for_everyone()
+                loop.checkpoints.load_selected(loop.unwrapped)
+            return chosen
+    return result.progress.step
+
+
+def _summary(
+    loop: Loop, result: LoopResult, inputs: Inputs, spec: MethodSpec, published: int
+) -> dict[str, Any]:
+    progress = result.progress
+    seconds = max(progress.seconds, 1e-9)
+    return {
+        "method": spec.name,
+        "model": str(inputs.model),
+        "forget": str(inputs.forget),
+        "retain": str(inputs.retain) if inputs.retain else None,
+        "steps": progress.step,
+        "published_step": published,
+        "epochs_started": progress.position.epoch,
+        "stop_reason": result.stop_reason,
+        "train_seconds": round(progress.seconds, 2),
+        "tokens": progress.tokens,
+        "tokens_per_second": round(progress.tokens / seconds, 1),
+        "peak_memory_mb": round(peak_memory_mb(loop.accelerator.device), 1),
+        "processes": loop.accelerator.num_processes,
+        "trainable_parameters": sum(p.numel() for p in loop.unwrapped.parameters() if p.requires_grad),
+        "final": result.last_logs,
+        "stopping": {rule.name: rule.summary(result.stop_reason) for rule in loop.stoppers},
+    }
+
+
+def _publish(
+    loop: Loop,
+    result: LoopResult,
+    inputs: Inputs,
+    out: Path,
+    config: UnlearnConfig,
+    spec: MethodSpec,
+    method_cfg: Any,
+    tokenizer: Any,
+    context: SetupContext,
+    overwrite: bool,
+) -> Path:
+    accelerator = loop.accelerator
+    published = _published_step(loop, result)
+    accelerator.wait_for_everyone()
+    # Collective under ZeRO-3/FSDP (gathers the shards); under DDP just the unwrapped weights.
+    state_dict = accelerator.get_state_dict(loop.model) if spec.prepare_model is None else None
+    if accelerator.is_main_process:
+        model = loop.unwrapped
+        assert_finite(model, loop.desc, loop.checkpoints.last())
+        summary = _summary(loop, result, inputs, spec, published)
+        with atomic_dir(out, overwrite=overwrite) as staging:
+            save_unlearned(model, tokenizer, spec, config, inputs.model, staging, state_dict)
+            if spec.finalize is not None:
+                spec.finalize(model, context, method_cfg, staging)
+            write_json(
+                staging / "run_config.json",
+                {"unlearn": config.model_dump(mode="json"), "method_config": method_config_json(method_cfg)},
+            )
+            shutil.copy(loop.checkpoints.log_path, staging / "train_log.jsonl")
+            write_json(staging / "summary.json", summary)
+        loop.checkpoints.remove()
+    accelerator.wait_for_everyone()
+    return out

@@ -1,0 +1,104 @@
+"""Retain-free calibrated stopping: the rule on hand-made check sequences, its scores, the loop."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from unmem.train.stopping import (
+    Check,
+    calibrated_decision,
+    familiarity,
+    membership_auc,
+    select_check,
+)
+
+BAND, GUARD = 0.05, 1.1
+
+
+def _checks(aucs: list[float], ratios: list[float] | None = None) -> list[Check]:
+    ratios = ratios or [1.0] * len(aucs)
+    return [
+        Check(step * 5, auc, 0.5, ratio) for step, (auc, ratio) in enumerate(zip(aucs, ratios, strict=True))
+    ]
+
+
+def _run(aucs: list[float], ratios: list[float] | None = None) -> tuple[int, str | None, Check]:
+    """Feed checks one by one as the loop does; (index stopped at, reason, selected check)."""
+    history = _checks(aucs, ratios)
+    for index, check in enumerate(history):
+        reason = calibrated_decision(check, BAND, GUARD)
+        if reason is not None and index > 0:
+            return index, reason, select_check(history[: index + 1], GUARD)
+    return len(history) - 1, None, select_check(history, GUARD)
+
+
+def test_stops_at_the_crossing_into_the_band():
+    index, reason, chosen = _run([1.0, 0.9, 0.74, 0.53, 0.50, 0.48])
+    assert index == 3 and "as unfamiliar as holdout" in reason
+    assert chosen.auc == 0.53  # closest to 0.5 of what was seen
+
+
+def test_overshoot_is_detected_and_the_point_before_it_kept():
+    # 0.60 -> 0.30 jumps over the band: stop at 0.30, publish 0.60 (|0.1| < |0.2|).
+    index, reason, chosen = _run([1.0, 0.8, 0.60, 0.30, 0.2])
+    assert index == 3 and reason.startswith("overshoot")
+    assert chosen.auc == 0.60 and chosen.step == 10
+
+
+def test_tie_goes_to_the_earlier_point():
+    _, reason, chosen = _run([1.0, 0.58, 0.42])
+    assert reason.startswith("overshoot") and chosen.auc == 0.58
+
+
+def test_utility_guard_stops_and_excludes_points_past_it():
+    index, reason, chosen = _run([1.0, 0.8, 0.6, 0.5], [1.0, 1.02, 1.2, 1.3])
+    assert index == 2 and reason.startswith("utility guard")
+    assert chosen.auc == 0.8  # 0.6 broke the guard
+
+
+def test_no_crossing_runs_to_the_end_and_keeps_the_closest():
+    index, reason, chosen = _run([1.0, 0.95, 0.9, 0.85])
+    assert reason is None and index == 3 and chosen.auc == 0.85
+
+
+def test_step_zero_is_selected_when_nothing_helps():
+    assert select_check(_checks([0.9, 0.95, 1.0]), GUARD).step == 0
+
+
+def test_membership_auc_is_the_probability_a_member_scores_higher():
+    members, nonmembers = np.array([3.0, 4.0]), np.array([1.0, 2.0, 3.5])
+    auc, p_value = membership_auc(members, nonmembers)
+    assert auc == pytest.approx(5 / 6)  # pairs won: 3>1,3>2,4>1,4>2,4>3.5 = 5 of 6
+    assert 0 < p_value <= 1
+    assert membership_auc(nonmembers, members)[0] == pytest.approx(1 / 6)
+
+
+def test_familiarity_scores():
+    rows = [np.array([-1.0, -2.0, -3.0]), np.array([-0.5])]
+    np.testing.assert_allclose(familiarity(rows, "nll"), [-2.0, -0.5])
+    # Min-40% of 3 tokens takes ceil(1.2) = 2 lowest: mean(-3, -2) = -2.5
+    np.testing.assert_allclose(familiarity(rows, "min_k"), [-2.5, -0.5])
+
+
+def test_calibrated_stop_config_rejects_bad_values(tmp_path):
+    from unmem.config import build_config
+    from unmem.errors import UnmemError
+
+    with pytest.raises(UnmemError, match=r"calibrated_stop\.band"):
+        build_config({"method": "ga", "calibrated_stop": {"holdout": str(tmp_path), "band": 0.7}})
+    with pytest.raises(UnmemError, match=r"calibrated_stop\.every"):
+        build_config({"method": "ga", "calibrated_stop": {"holdout": str(tmp_path), "every": 0}})
+
+
+def test_summary_names_the_chosen_step(tmp_path):
+    from unmem.config import CalibratedStop
+    from unmem.train.stopping import CalibratedStopping
+
+    rule = CalibratedStopping(CalibratedStop(holdout=tmp_path), [], [], None, 0)
+    rule.history = _checks([1.0, 0.7, 0.52])
+    summary = rule.summary("forget set as unfamiliar as holdout")
+    assert summary["selected_step"] == 10 and "AUC 0.520" in summary["why"]
+    json.dumps(summary)  # goes into summary.json
