@@ -5,6 +5,7 @@ User errors (:class:`~unmem.errors.UnmemError`) print as one red line and exit 2
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 from collections.abc import Callable
@@ -24,6 +25,7 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
+FIXABLE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
 
 def user_errors(func: F) -> F:
@@ -39,6 +41,13 @@ def user_errors(func: F) -> F:
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]: completed work is kept; re-run the same command to resume")
             sys.exit(130)
+        except OSError as exc:
+            # What the user can fix (a full disk, a read-only or forbidden folder) is one line too.
+            if exc.errno not in FIXABLE_ERRNOS:
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""
+            console.print(f"[bold red]error:[/] {where}{exc.strerror}", highlight=False, soft_wrap=True)
+            sys.exit(2)
 
     return wrapper  # type: ignore[return-value]
 

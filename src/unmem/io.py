@@ -7,6 +7,7 @@ file or the new one, never half of one, and a directory appears only when comple
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -54,12 +55,40 @@ def write_jsonl(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> Path:
     return write_text_atomic(path, "".join(_dump(row) + "\n" for row in rows))
 
 
-def read_json(path: str | Path) -> Any:
+COMPRESSED = {
+    b"\x1f\x8b": "gzip",
+    b"BZh": "bzip2",
+    b"\xfd7zXZ": "xz",
+    b"PK\x03\x04": "zip",
+    b"\x28\xb5\x2f\xfd": "zstd",
+}
+
+
+def _not_text(path: Path, data: bytes, exc: UnicodeDecodeError) -> UnmemError:
+    """Name a compressed file as such, else the line of the first byte that is not UTF-8."""
+    for magic, kind in COMPRESSED.items():
+        if data.startswith(magic):
+            return input_error(path, f"is {kind}-compressed; decompress it first (unmem reads UTF-8 text)")
+    line = data[: exc.start].count(b"\n") + 1
+    return input_error(path, f"not UTF-8 text (byte 0x{data[exc.start]:02x}); re-save it as UTF-8", line=line)
+
+
+def read_text(path: str | Path) -> str:
+    """A UTF-8 text file; a missing, compressed or otherwise non-UTF-8 file is a one-line error."""
     path = Path(path)
     if not path.is_file():
         raise input_error(path, "file not found")
+    data = path.read_bytes()
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _not_text(path, data, exc) from None
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(read_text(path))
     except json.JSONDecodeError as exc:
         raise input_error(path, f"invalid JSON: {exc.msg}", line=exc.lineno) from None
 
@@ -67,19 +96,18 @@ def read_json(path: str | Path) -> Any:
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, record) for every non-blank line; a bad line names itself."""
     path = Path(path)
-    if not path.is_file():
-        raise input_error(path, "file not found")
-    with path.open(encoding="utf-8") as handle:
-        for lineno, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise input_error(path, f"invalid JSON: {exc.msg}", line=lineno) from None
-            if not isinstance(record, dict):
-                raise input_error(path, f"expected a JSON object, got {type(record).__name__}", line=lineno)
-            yield lineno, record
+    for lineno, raw in enumerate(
+        read_text(path).split("\n"), start=1
+    ):  # not splitlines: JSON may hold U+2028
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise input_error(path, f"invalid JSON: {exc.msg}", line=lineno) from None
+        if not isinstance(record, dict):
+            raise input_error(path, f"expected a JSON object, got {type(record).__name__}", line=lineno)
+        yield lineno, record
 
 
 def read_records(
@@ -101,10 +129,7 @@ def read_records(
             raise input_error(path, "expected a JSON list of records (or use .jsonl, one record per line)")
         numbered = list(enumerate(data, start=1))
     elif path.suffix == ".parquet":
-        import datasets
-
-        table = datasets.Dataset.from_parquet(str(path))
-        numbered = list(enumerate(table.to_list(), start=1))
+        numbered = list(enumerate(_read_parquet(path), start=1))
     else:
         numbered = list(iter_jsonl(path))
     records: list[dict[str, Any]] = []
@@ -193,9 +218,29 @@ def atomic_dir(final: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
         os.replace(staging, final)
         if trash is not None:
             shutil.rmtree(trash, ignore_errors=True)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise UnmemError(
+                f"{final}: no space left on the device while writing it; the partial copy was removed "
+                "and nothing was published there (free space and re-run)"
+            ) from None
+        raise
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _read_parquet(path: Path) -> list[Any]:
+    import pyarrow
+    import pyarrow.parquet as pq
+
+    if not path.is_file():
+        raise input_error(path, "file not found")
+    try:
+        return pq.read_table(path).to_pylist()
+    except (pyarrow.ArrowException, OSError) as exc:
+        raise input_error(path, f"not a readable Parquet file ({str(exc).splitlines()[0]})") from None
 
 
 @contextlib.contextmanager

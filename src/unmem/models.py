@@ -212,19 +212,36 @@ def load_model(
     if card_path.is_file():
         model = _load_over_base(path, json.loads(card_path.read_text()), torch_dtype, trust_remote_code)
     else:
-        try:
-            model = AutoModelForCausalLM.from_pretrained(
-                path, dtype=torch_dtype, trust_remote_code=trust_remote_code
-            )
-        except (OSError, ValueError) as exc:
-            if "custom code" in str(exc) and not trust_remote_code:
-                raise UnmemError(
-                    f"{path}: the model ships its own Python code (auto_map in config.json); "
-                    "pass --trust-remote-code if you trust it"
-                ) from None
-            raise UnmemError(f"{path}: could not load the model ({str(exc).splitlines()[0]})") from None
+        model = _from_pretrained(path, torch_dtype, trust_remote_code)
     model.eval()
     return model.to(torch_device), tokenizer
+
+
+def _from_pretrained(path: Path, dtype: torch.dtype, trust_remote_code: bool) -> torch.nn.Module:
+    """``AutoModelForCausalLM.from_pretrained`` with its failures as one line that says what to do."""
+    import pickle
+
+    from safetensors import SafetensorError
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
+    except SafetensorError as exc:
+        raise UnmemError(
+            f"{path}: a *.safetensors file is truncated or corrupt ({str(exc).splitlines()[0]}); "
+            "copy or save the model again"
+        ) from None
+    except pickle.UnpicklingError:
+        raise UnmemError(
+            f"{path}: the *.bin weights hold Python objects besides tensors, and unmem never unpickles "
+            "those (they can run code); convert the weights to safetensors"
+        ) from None
+    except (OSError, ValueError) as exc:
+        if "custom code" in str(exc) and not trust_remote_code:
+            raise UnmemError(
+                f"{path}: the model ships its own Python code (auto_map in config.json); "
+                "pass --trust-remote-code if you trust it"
+            ) from None
+        raise UnmemError(f"{path}: could not load the model ({str(exc).splitlines()[0]})") from None
 
 
 def _load_over_base(
@@ -235,7 +252,7 @@ def _load_over_base(
         raise UnmemError(
             f"{path / MODEL_CARD}: base model {base_dir} not found; it must stay where the run found it"
         )
-    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype, trust_remote_code=trust_remote_code)
+    base = _from_pretrained(base_dir, dtype, trust_remote_code)
     if card["kind"] == "lora":
         from peft import PeftModel
 

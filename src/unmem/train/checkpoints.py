@@ -10,6 +10,7 @@ seconds spent so far (so the summary counts the whole run) and the stopping rule
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -125,7 +126,18 @@ class Checkpoints:
 
     def save(self, progress: Progress) -> None:
         target = self.work / "checkpoints" / f"step-{progress.step}"
-        self.accelerator.save_state(str(target))
+        try:
+            self.accelerator.save_state(str(target))
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            shutil.rmtree(target, ignore_errors=True)
+            last = self.last()
+            kept = f"the last complete checkpoint {last} is kept" if last else "no checkpoint was complete"
+            raise UnmemError(
+                f"{self.work}: no space left on the device while saving step {progress.step}; {kept}; "
+                "free space and re-run the same command to resume"
+            ) from None
         if self.accelerator.is_main_process:
             write_json(target / PROGRESS_FILE, progress.to_json())
             for old in self._complete()[: -self.keep]:
