@@ -11,6 +11,7 @@ from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from unmem.errors import UnmemError
+from unmem.methods.base import Side
 from unmem.methods.eul import (
     ADAPTER_NAME,
     GRAMS_FILE,
@@ -135,7 +136,7 @@ def test_prepare_model_starts_identical_and_trains_only_adapters():
     before = copy.deepcopy(model)
     base_names = {name for name, _ in model.named_parameters()}
     input_ids = torch.randint(0, 64, (2, 7))
-    eul_prepare_model(model, EULConfig())
+    eul_prepare_model(model, EULConfig(init_std=0.0))
     with torch.no_grad():
         assert torch.allclose(before(input_ids).logits, model(input_ids).logits, atol=1e-6)
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
@@ -162,7 +163,7 @@ def test_prepare_model_gpt2_and_unknown_architecture():
     gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_embd=32, n_layer=2, n_head=4, n_positions=32)).eval()
     before = copy.deepcopy(gpt2)
     ids = torch.randint(0, 64, (1, 5))
-    eul_prepare_model(gpt2, EULConfig(reduction_factor=8, activation="gelu"))
+    eul_prepare_model(gpt2, EULConfig(reduction_factor=8, activation="gelu", init_std=0.0))
     with torch.no_grad():
         assert torch.allclose(before(ids).logits, gpt2(ids).logits, atol=1e-6)
     assert len(unlearning_layer_state_dict(gpt2)) == 8
@@ -202,3 +203,24 @@ def test_finalize_writes_grams(tmp_path, tiny_model, tiny_tokenizer):
     assert {k: v.shape for k, v in fused.items()} == {
         k: v.shape for k, v in unlearning_layer_state_dict(model).items()
     }
+
+
+def test_default_adapters_start_near_the_base_with_a_forget_kl_gradient():
+    """Issue 10: zero-initialised adapters gave "maximise KL on forget" zero gradient at the start."""
+    from unmem.methods.base import kl_on_answers
+
+    model = tiny_llama()
+    reference = copy.deepcopy(model).eval()
+    eul_prepare_model(model, EULConfig())
+    input_ids = torch.randint(0, 64, (2, 7))
+    labels = input_ids.clone()
+    labels[:, :3] = -100
+    policy = model(input_ids).logits
+    with torch.no_grad():
+        ref = reference(input_ids).logits
+        assert torch.allclose(ref, policy, atol=1e-2) and not torch.equal(ref, policy)
+    mask = torch.ones_like(input_ids)
+    kl = kl_on_answers(Side(ref[:, :-1], labels[:, 1:], mask), Side(policy[:, :-1], labels[:, 1:], mask))
+    kl.backward()
+    grads = [p.grad.abs().sum() for n, p in model.named_parameters() if ADAPTER_NAME in n and "up" in n]
+    assert sum(grads) > 0

@@ -365,3 +365,25 @@ def test_default_schedule_is_the_field_recipe():
     config = build_config({"method": "ga"})
     assert (config.scheduler, config.warmup_ratio, config.weight_decay) == ("linear", 0.1, 0.01)
     assert (config.lr, config.epochs, config.batch_size * config.grad_accum) == (1e-5, 10, 32)
+
+
+def test_rmu_trains_only_the_mlps_up_to_its_layer_as_wmdp(memorized, tmp_path):
+    """Issue 10: WMDP updates the MLPs of the three layers up to the steering layer, nothing else."""
+    config = build_config({"method": "rmu", **FAST, "device": "cpu", "method_args": {"layer": 1}})
+    out = unlearn(memorized.model, memorized.forget, tmp_path / "rmu", config, retain_path=memorized.retain)
+    before, after = load_file(memorized.model / "model.safetensors"), _weights(out)
+    changed = {name for name, tensor in after.items() if not torch.equal(tensor, before[name])}
+    assert changed and all(name.startswith("model.layers.0.mlp.") for name in changed)
+
+
+def test_eul_retain_phase_is_capped_by_retain_share(memorized, tmp_path):
+    """Issue 10: 9x longer retain epochs undid each forget epoch; retain_share balances the phases."""
+    retain = _write(tmp_path / "retain.jsonl", RETAIN * 4)  # 24 retain vs 6 forget examples
+    config = build_config(
+        {"method": "eul", "epochs": 2, "batch_size": 3, "device": "cpu", "method_args": {"retain_share": 1.0}}
+    )
+    out = unlearn(memorized.model, memorized.forget, tmp_path / "eul", config, retain_path=retain)
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    # per epoch: 2 forget batches and min(1.0 x 2, 8) = 2 retain batches
+    assert len(log) == 8
+    assert ["retain_nll" in row for row in log] == [True, True, False, False] * 2

@@ -108,3 +108,22 @@ def hidden_size(model: torch.nn.Module) -> int:
     if embeddings is not None and hasattr(embeddings, "embedding_dim"):
         return int(embeddings.embedding_dim)
     raise UnmemError(f"cannot tell the hidden size of {type(model).__name__} (no config.hidden_size)")
+
+
+# Where decoder layers live, per architecture family (Llama/Qwen/Mistral, GPT-2/GPT-Neo, GPT-NeoX).
+_LAYER_PATHS = ("model.layers", "transformer.h", "gpt_neox.layers")
+
+
+def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    for path in _LAYER_PATHS:
+        node: Any = model
+        for part in path.split("."):
+            node = getattr(node, part, None)
+            if node is None:
+                break
+        if isinstance(node, torch.nn.ModuleList):
+            return list(node)
+    raise UnmemError(
+        f"cannot find the decoder layers of {type(model).__name__} (looked for "
+        f"{', '.join(_LAYER_PATHS)}); add its path to _LAYER_PATHS in src/unmem/methods/_common.py"
+    )

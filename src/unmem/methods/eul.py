@@ -4,7 +4,8 @@ seed method 2; the training objective is marked *(reconstructed)* there.
 
 Model surgery (``prepare_model``): every base parameter is frozen and an unlearning
 layer, a bottleneck adapter h ↦ h + up(act(down(h))), is added after the feed-forward
-block of every decoder layer. ``up`` starts at zero, so the model starts identical.
+block of every decoder layer. Both maps start small and random (``init_std``), so the
+model starts close to, not exactly at, the base (see ``UnlearningLayer``).
 The adapter is attached to the existing MLP module (child ``unlearning_layer`` plus a
 forward hook) rather than by wrapping it, so base parameter names stay unchanged and
 every adapter parameter name contains ``unlearning_layer``.
@@ -15,8 +16,11 @@ Objective, with means over answer tokens where the paper writes sums:
 α = 0.8, λ = 1.0, γ = 0.2 (paper). The paper's L_LM is a masked-LM loss on forget
 entities (T5); for causal LMs it is the forget answer NLL. Both negative terms are
 clamped (zero gradient past the bound) so neither can diverge; the bounds are ours.
-Training alternates epochs (``schedule="alternate"``): the loop passes only retain Sides
-on retain epochs and only forget Sides on forget epochs; the loss uses what is there.
+Training alternates phases (``schedule="alternate"``): the loop passes only retain Sides
+in retain phases and only forget Sides in forget phases; the loss uses what is there.
+Each retain phase is capped at ``retain_share`` × the forget phase's batches (ours: the
+paper alternates whole epochs, which with a 10% forget set lets 9x more retain steps
+undo each forget phase).
 
 Fusion of k deletion requests (paper §3.3, RegMean-style): for every linear map of the
 adapters, W_merged = (Σ_i G_i + εI)^-1 Σ_i G_i W_i, where G_i = X_iᵀX_i is the Gram
@@ -28,6 +32,7 @@ Gram matrices next to its adapter (never the data).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,15 +42,20 @@ import torch
 from torch import nn
 
 from unmem.errors import UnmemError
-from unmem.methods._common import check_choice, check_int, check_number, hidden_size, record_batches
+from unmem.methods._common import (
+    check_choice,
+    check_int,
+    check_number,
+    decoder_layers,
+    hidden_size,
+    record_batches,
+)
 from unmem.methods.base import LossInputs, kl_on_answers
 from unmem.methods.registry import SetupContext, register_method
 
 ADAPTER_NAME = "unlearning_layer"  # every adapter parameter name contains this
 GRAMS_FILE = "unlearning_layer_grams.safetensors"
 ACTIVATIONS = ("relu", "gelu")
-# Where decoder layers live, per architecture family (Llama/Qwen/Mistral, GPT-2/GPT-Neo, GPT-NeoX).
-_LAYER_PATHS = ("model.layers", "transformer.h", "gpt_neox.layers")
 
 
 @dataclass
@@ -57,6 +67,11 @@ class EULConfig:
     nll_bound: float = 10.0  # forget NLL is clamped at this many nats/token (ours)
     reduction_factor: int = 16  # adapter bottleneck r = hidden_size // reduction_factor
     activation: str = "relu"  # adapter nonlinearity: "relu" or "gelu"
+    init_std: float = 1e-2  # std of both adapter maps' initial weights (0: start exactly as the base)
+    # Retain batches per forget batch in the alternating schedule. The paper alternates whole
+    # epochs, but a forget set of 10% makes retain epochs ~9x longer, and their steps undo
+    # the forget epoch's; 1.0 gives both phases the same number of steps.
+    retain_share: float = 1.0
 
     def __post_init__(self) -> None:
         check_number("alpha", self.alpha, strict=False)
@@ -66,18 +81,24 @@ class EULConfig:
         check_number("nll_bound", self.nll_bound)
         check_int("reduction_factor", self.reduction_factor, low=1)
         check_choice("activation", self.activation, ACTIVATIONS)
+        check_number("init_std", self.init_std, strict=False)
+        check_number("retain_share", self.retain_share)
 
 
 class UnlearningLayer(nn.Module):
     """Bottleneck adapter h ↦ up(act(down(h))) (the residual is added by the hook); float32."""
 
-    def __init__(self, dim: int, bottleneck: int, activation: str = "relu") -> None:
+    def __init__(self, dim: int, bottleneck: int, activation: str = "relu", init_std: float = 1e-2) -> None:
         super().__init__()
         self.down = nn.Linear(dim, bottleneck)
         self.act = nn.ReLU() if activation == "relu" else nn.GELU()
         self.up = nn.Linear(bottleneck, dim)
-        nn.init.zeros_(self.up.weight)  # start as the identity map of the block
-        nn.init.zeros_(self.up.bias)
+        # Small random weights in both maps, zero biases (as adapter libraries start). A zero
+        # ``up`` would make the model start exactly as the base, where the "maximise KL on
+        # forget" term has zero gradient, and only the NLL terms could move the adapter.
+        for linear in (self.down, self.up):
+            nn.init.normal_(linear.weight, std=init_std)
+            nn.init.zeros_(linear.bias)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         out = self.up(self.act(self.down(h.to(self.down.weight.dtype))))
@@ -90,21 +111,6 @@ def _add_unlearning_layer(module: nn.Module, args: Any, output: Any) -> Any:
     if isinstance(output, tuple):  # e.g. MoE blocks return (hidden, router_logits)
         return (output[0] + adapter(output[0]), *output[1:])
     return output + adapter(output)
-
-
-def decoder_layers(model: nn.Module) -> list[nn.Module]:
-    for path in _LAYER_PATHS:
-        node: Any = model
-        for part in path.split("."):
-            node = getattr(node, part, None)
-            if node is None:
-                break
-        if isinstance(node, nn.ModuleList):
-            return list(node)
-    raise UnmemError(
-        f"EUL cannot find the decoder layers of {type(model).__name__} (looked for "
-        f"{', '.join(_LAYER_PATHS)}); add its path to _LAYER_PATHS in src/unmem/methods/eul.py"
-    )
 
 
 def eul_prepare_model(model: nn.Module, cfg: EULConfig) -> nn.Module:
@@ -123,7 +129,9 @@ def eul_prepare_model(model: nn.Module, cfg: EULConfig) -> nn.Module:
         if hasattr(mlp, ADAPTER_NAME):
             raise UnmemError(f"EUL: layer {index} already has an unlearning layer (prepare_model ran twice?)")
         device = next(mlp.parameters()).device
-        mlp.add_module(ADAPTER_NAME, UnlearningLayer(dim, bottleneck, cfg.activation).to(device))
+        mlp.add_module(
+            ADAPTER_NAME, UnlearningLayer(dim, bottleneck, cfg.activation, cfg.init_std).to(device)
+        )
         mlp.register_forward_hook(_add_unlearning_layer)
     return model
 
@@ -293,5 +301,6 @@ register_method(
     needs_retain=True,
     prepare_model=eul_prepare_model,
     schedule="alternate",
+    retain_phase_batches=lambda cfg, forget_batches: max(1, math.ceil(cfg.retain_share * forget_batches)),
     finalize=eul_finalize,
 )

@@ -55,9 +55,15 @@ class MethodSpec:
     setup: Callable[[SetupContext, Any], Any] | None = None
     # Optional model surgery before training (e.g. EUL's unlearning layers); returns the model to train.
     prepare_model: Callable[[torch.nn.Module, Any], torch.nn.Module] | None = None
+    # Optional, full fine-tuning only: freeze what the method does not train (e.g. RMU trains only
+    # the MLPs below its steering layer, as WMDP). Called on the model before the optimiser is built.
+    restrict_training: Callable[[torch.nn.Module, Any], None] | None = None
     # "joint": every step sees a forget and (if needed) a retain batch.
     # "alternate": epochs alternate retain-only and forget-only (EUL).
     schedule: str = "joint"
+    # "alternate" only: the most retain batches in one retain phase, given the forget phase's batches
+    # (config, forget batches) -> int; None: a whole retain epoch.
+    retain_phase_batches: Callable[[Any, int], int] | None = None
     # Optional work after training, given (model, SetupContext, config, output dir) (e.g. EUL's Gram matrices).
     finalize: Callable[..., None] | None = None
     # Optional config-dependent needs: config -> {"ref"|"retain"|"idk": bool}, overriding the flags above

@@ -9,12 +9,17 @@ Each squared distance is averaged over the d hidden units (torch's MSE), then ov
 Layer index ℓ indexes HF's ``output_hidden_states`` tuple: 0 = embeddings, i = output
 of decoder layer i; ``layer=-1`` picks the middle, n_layers // 2.
 
-Tokens: ``tokens="all"`` (default) takes every non-padding token, prompt and answer, as
-WMDP does on its forget corpus; ``"answer"`` restricts both terms to answer tokens.
+Tokens: ``tokens="answer"`` (default) restricts both terms to answer tokens; ``"all"``
+takes every non-padding token, prompt and answer, as WMDP does on its plain-text forget
+corpus. On QA data the forget and retain prompts share their template ("Question: …
+Answer:"), so with "all" the two terms pull the same prompt tokens opposite ways.
 
-Departure: WMDP updates only the MLPs of layers ℓ−2..ℓ; here the loop's trainable
-parameters (all, or LoRA) are updated. Defaults: WMDP's Zephyr-7B setting c = 6.5,
-α = 1200 (METHODS.md: c ≈ 2-6 at a middle layer; tune c to the layer's activation norm).
+Trained parameters: as WMDP, only the MLPs of the three decoder layers whose outputs
+lead up to h_ℓ (``update="wmdp"``: hidden state ℓ is the output of decoder layer ℓ, so
+layers ℓ−2..ℓ in WMDP's 1-based count); ``update="all"`` trains whatever the loop
+trains. Under LoRA the adapter is trained as the loop sets it up. Defaults: WMDP's
+Zephyr-7B setting c = 6.5, α = 1200 (METHODS.md: c ≈ 2-6 at a middle layer; tune c to
+the layer's activation norm).
 """
 
 from __future__ import annotations
@@ -24,11 +29,21 @@ from typing import Any
 
 import torch
 
-from unmem.methods._common import check_choice, check_int, check_number, hidden_size, num_layers
+from unmem.errors import UnmemError
+from unmem.methods._common import (
+    check_choice,
+    check_int,
+    check_number,
+    decoder_layers,
+    hidden_size,
+    num_layers,
+)
 from unmem.methods.base import LossInputs, Side, masked_mean
 from unmem.methods.registry import SetupContext, register_method
 
 TOKEN_SCOPES = ("all", "answer")
+UPDATES = ("wmdp", "all")
+WMDP_LAYERS = 3  # WMDP updates the MLPs of the last three layers up to the steering layer
 
 
 @dataclass
@@ -36,7 +51,8 @@ class RMUConfig:
     layer: int = -1  # ℓ, index into output_hidden_states; -1 = n_layers // 2
     steering_coeff: float = 6.5  # c, norm of the forget target c·u
     alpha: float = 1200.0  # α, weight of the retain activation-matching term
-    tokens: str = "all"  # "all" non-padding tokens (prompt + answer) or "answer" only
+    tokens: str = "answer"  # "answer" tokens only, or "all" non-padding tokens (prompt + answer)
+    update: str = "wmdp"  # "wmdp": only the MLPs of the 3 layers up to ℓ; "all": every trainable weight
     seed: int = 0  # seed of the random direction u
 
     def __post_init__(self) -> None:
@@ -44,6 +60,7 @@ class RMUConfig:
         check_number("steering_coeff", self.steering_coeff)
         check_number("alpha", self.alpha, strict=False)
         check_choice("tokens", self.tokens, TOKEN_SCOPES)
+        check_choice("update", self.update, UPDATES)
         check_int("seed", self.seed, low=0)
 
 
@@ -56,6 +73,22 @@ def random_direction(dim: int, seed: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     u = torch.rand(dim, generator=generator)
     return u / u.norm()
+
+
+def rmu_restrict_training(model: torch.nn.Module, cfg: RMUConfig) -> None:
+    """WMDP's choice: train only the MLPs of the decoder layers ℓ−2..ℓ (1-based: h_ℓ is layer ℓ's output)."""
+    if cfg.update == "all":
+        return
+    layers = decoder_layers(model)
+    last = min(rmu_layer(cfg, num_layers(model)), len(layers))
+    chosen = layers[max(0, last - WMDP_LAYERS) : last]
+    if last < 1 or not all(hasattr(layer, "mlp") for layer in chosen):
+        raise UnmemError("rmu update='wmdp' needs layer >= 1 with `mlp` blocks; use update='all'")
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    for layer in chosen:
+        for parameter in layer.mlp.parameters():
+            parameter.requires_grad_(True)
 
 
 def rmu_setup(ctx: SetupContext, cfg: RMUConfig) -> dict[str, Any]:
@@ -113,4 +146,5 @@ register_method(
     needs_for=lambda cfg: {"ref": cfg.alpha > 0, "retain": cfg.alpha > 0},
     hidden_layers=lambda cfg, n: [rmu_layer(cfg, n)],
     setup=rmu_setup,
+    restrict_training=rmu_restrict_training,
 )

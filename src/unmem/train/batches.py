@@ -10,6 +10,7 @@ uninterrupted one would.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -41,6 +42,11 @@ class Phase:
     role: str | None  # None: the loader already yields {role: batch}
     companion: DataLoader | None = None
     companion_role: str = "retain"
+    limit: int | None = None  # at most this many batches per epoch (the first of the epoch's order)
+
+    @property
+    def batches(self) -> int:
+        return len(self.loader) if self.limit is None else min(self.limit, len(self.loader))
 
 
 def make_loader(
@@ -78,7 +84,7 @@ class BatchSchedule:
     @property
     def steps_per_epoch(self) -> int:
         # Prepared loaders are sharded: under N processes each sees 1/N of the batches.
-        return sum(math.ceil(len(phase.loader) / self.grad_accum) for phase in self.phases)
+        return sum(math.ceil(phase.batches / self.grad_accum) for phase in self.phases)
 
     def epoch(self, epoch: int, start: Position) -> Iterator[tuple[Position, StepBatch]]:
         """(position after the batch, batch) for the rest of ``epoch`` from ``start``."""
@@ -95,7 +101,7 @@ class BatchSchedule:
             if phase.companion is not None:
                 # The k-th batch of an epoch always pairs with companion batch (k mod n).
                 companion = self._cycle(phase.companion, skip % len(phase.companion))
-            for done, batch in enumerate(batches, start=skip + 1):
+            for done, batch in enumerate(itertools.islice(batches, phase.batches - skip), start=skip + 1):
                 step_batch = dict(batch) if phase.role is None else {phase.role: batch}
                 if companion is not None:
                     step_batch[phase.companion_role] = next(companion)

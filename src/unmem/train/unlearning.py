@@ -334,13 +334,14 @@ def _phases(
         retain_loader = example_loader(retain, config.batch_size, config.seed + 1, pad, accelerator)
     if spec.schedule != "alternate":
         return [Phase(forget_loader, None, companion=retain_loader)]
-    # EUL: a retain epoch, then a forget epoch; ``epochs`` counts the pairs.
-    alternating = (("retain", retain_loader), ("forget", forget_loader))
-    return [
-        Phase(loader, None if role == "forget" else role)
-        for role, loader in alternating
-        if loader is not None
-    ]
+    # EUL: a retain phase, then a forget phase; ``epochs`` counts the pairs.
+    phases = [Phase(forget_loader, None)]
+    if retain_loader is not None:
+        limit = (
+            spec.retain_phase_batches(method_cfg, len(forget_loader)) if spec.retain_phase_batches else None
+        )
+        phases.insert(0, Phase(retain_loader, "retain", limit=limit))
+    return phases
 
 
 def _wrap_model(
@@ -350,7 +351,11 @@ def _wrap_model(
         if config.lora:
             raise UnmemError(f"method '{spec.name}' trains its own layers; drop --lora")
         return spec.prepare_model(model, method_cfg)
-    return lora_from(model, config) if config.lora else model
+    if config.lora:
+        return lora_from(model, config)
+    if spec.restrict_training is not None:
+        spec.restrict_training(model, method_cfg)
+    return model
 
 
 def _published_step(loop: Loop, result: LoopResult) -> int:
