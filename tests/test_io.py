@@ -37,3 +37,19 @@ def test_json_list_layout_names_the_record_and_field(tmp_path):
     path.write_text('[{"question": "q", "answer": "a"}, {"question": "q2"}]')
     with pytest.raises(UnmemError, match=r"forget.json:2: field 'answer': missing or empty"):
         read_records(path, required=("question", "answer"))
+
+
+def test_tofu_json_lines_in_a_json_file(tmp_path):
+    """TOFU publishes JSON Lines under a .json name: one record per line, no enclosing list."""
+    path = tmp_path / "forget10.json"
+    path.write_text('{"question": "q1", "answer": "a1"}\n{"question": "q2", "answer": "a2"}\n')
+    assert [r["question"] for r in read_records(path, required=("question", "answer"))] == ["q1", "q2"]
+    path.write_text('{"question": "q1", "answer": "a1"}\n{"question": "q2"}\n')
+    with pytest.raises(UnmemError, match=r"forget10.json:2: field 'answer': missing or empty"):
+        read_records(path, required=("question", "answer"))
+    path.write_text('{"question": "q1", "answer": "a1"}\n{"question": \n')
+    with pytest.raises(UnmemError, match=r"forget10.json:2: invalid JSON"):
+        read_records(path)
+    path.write_text('{\n  "records": []\n}\n')
+    with pytest.raises(UnmemError, match=r"forget10.json: expected a JSON list of records or JSON Lines"):
+        read_records(path)

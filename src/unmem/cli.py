@@ -289,9 +289,11 @@ def report_cmd(
 @user_errors
 def eval_cmd(
     model: str = typer.Option(..., help="Model directory, or an unmem run directory."),
-    data: str = typer.Option(..., help="Benchmark data: a world (`unmem world`), TOFU or MUSE directory."),
+    data: str = typer.Option(..., help="Benchmark data directory, laid out as --benchmark says."),
     out: str = typer.Option(..., help="Output directory: summary.json and per_sample/<family>.jsonl."),
-    benchmark: str = typer.Option("world", help="Data layout: world, tofu or muse."),
+    benchmark: str = typer.Option(
+        "world", help="Data layout: world, tofu, muse (as published) or files (forget/retain/holdout)."
+    ),
     split: str = typer.Option("forget10", help="Forget split (forget01, forget05, forget10)."),
     retain_model: str | None = typer.Option(
         None, help="Retain model: forget quality and PrivLeak compare against it (cached)."
@@ -301,7 +303,9 @@ def eval_cmd(
     ),
     reference_model: str | None = typer.Option(None, help="Reference model for the reference MIA."),
     metrics: str | None = typer.Option(
-        None, help="Comma-separated families: tofu,muse,mia,extraction,utility,lm_eval (default: all)."
+        None,
+        help="Comma-separated metric families, e.g. tofu,mia (default: every family the data supports; "
+        "a wrong name lists the known ones).",
     ),
     lm_eval_tasks: str | None = typer.Option(None, help="Directory of lm-eval task YAMLs (lm_eval family)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda[:N]."),
@@ -314,7 +318,7 @@ def eval_cmd(
     ),
 ) -> None:
     """Evaluate a model: TOFU, MUSE, MIA, extraction and utility metrics (cached per family)."""
-    from unmem.evaluate import FAMILIES, evaluate, read_summary
+    from unmem.evaluation import evaluate, family_names, read_summary
 
     if retain_model and retain_results:
         raise UnmemError("pass either --retain-model or --retain-results, not both")
@@ -328,22 +332,22 @@ def eval_cmd(
         retain_model=retain_model,
         retain_results=retain_results,
         reference_model=reference_model,
+        overwrite=overwrite,
         metrics=families,
         device=device,
         dtype=dtype,
         batch_size=batch_size,
         max_samples=max_samples,
-        overwrite=overwrite,
         lm_eval_tasks=lm_eval_tasks,
         threads=threads,
     )
     summary = read_summary(path)
-    table = Table("family", "metric", "value", title=f"unmem eval: {summary['model']}")
-    ids = summary.get("metric_ids") or {}
-    for family in sorted(ids, key=lambda f: FAMILIES.index(f) if f in FAMILIES else len(FAMILIES)):
-        cached = " (cached)" if (summary.get("cached") or {}).get(family) else ""
-        for i, name in enumerate(ids[family]):
-            value = summary["metrics"].get(name)
+    table = Table("family", "metric", "value", title=f"unmem eval: {summary.model}")
+    order = family_names()
+    for family in sorted(summary.metric_ids, key=lambda f: order.index(f) if f in order else len(order)):
+        cached = " (cached)" if summary.cached.get(family) else ""
+        for i, name in enumerate(summary.metric_ids[family]):
+            value = summary.metrics.get(name)
             shown = "-" if value is None else f"{value:.4g}"
             table.add_row(family + cached if i == 0 else "", name, shown)
     console.print(table)

@@ -10,6 +10,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -110,6 +111,37 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
         yield lineno, record
 
 
+def _json_file_records(path: Path) -> list[tuple[int, Any]]:
+    """(position, value) pairs of a ``.json`` file: a JSON list (position = record number) or,
+    as TOFU publishes its ``.json`` files, JSON Lines (position = line number)."""
+    text = read_text(path)
+    start = text.lstrip()[:1]
+    if start == "[":
+        data = read_json(path)
+        return list(enumerate(data, start=1))
+    if start == "{":
+        try:
+            json.loads(text)
+        except json.JSONDecodeError:
+            return list(iter_jsonl(path))  # "Extra data" after the first object: JSON Lines
+        if "\n" in text.strip():
+            raise input_error(path, "expected a JSON list of records or JSON Lines, got one JSON object")
+        return list(iter_jsonl(path))  # one line, one record
+    raise input_error(
+        path, "expected a JSON list of records or JSON Lines (one object per line)", line=1 if text else None
+    )
+
+
+def read_values(path: str | Path) -> list[tuple[int, Any]]:
+    """(line or record number, value) of every record of a .jsonl, .json or .parquet file."""
+    path = Path(path)
+    if path.suffix == ".json":
+        return _json_file_records(path)
+    if path.suffix == ".parquet":
+        return list(enumerate(_read_parquet(path), start=1))
+    return list(iter_jsonl(path))
+
+
 def read_records(
     path: str | Path,
     required: Sequence[str] = (),
@@ -117,23 +149,15 @@ def read_records(
     types: Mapping[str, type | tuple[type, ...]] | None = None,
     allow_empty: bool = False,
 ) -> list[dict[str, Any]]:
-    """Read a JSONL file, or a JSON file holding a list of objects (TOFU's layout).
+    """Read a JSONL file, a ``.json`` file holding a list of objects or JSON Lines (TOFU's
+    published files are JSON Lines named ``.json``), or a ``.parquet`` file.
 
     Every record must carry ``required`` fields (non-empty); ``types`` checks field types.
-    Errors name the file, the line (JSONL) or record index (JSON list), and the field.
+    Errors name the file, the line (JSON Lines) or record number (JSON list), and the field.
     """
     path = Path(path)
-    if path.suffix == ".json":
-        data = read_json(path)
-        if not isinstance(data, list):
-            raise input_error(path, "expected a JSON list of records (or use .jsonl, one record per line)")
-        numbered = list(enumerate(data, start=1))
-    elif path.suffix == ".parquet":
-        numbered = list(enumerate(_read_parquet(path), start=1))
-    else:
-        numbered = list(iter_jsonl(path))
     records: list[dict[str, Any]] = []
-    for lineno, record in numbered:
+    for lineno, record in read_values(path):
         if not isinstance(record, dict):
             raise input_error(path, f"expected a JSON object, got {type(record).__name__}", line=lineno)
         for name in required:
@@ -304,3 +328,29 @@ def hash_files(paths: Iterable[str | Path]) -> str:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()[:16]
+
+
+def cache_key(kind: str, **inputs: Any) -> str:
+    """The one recipe for every cache key in unmem (evaluation families, retain references,
+    experiment stages): a stable hash of the kind of result and everything it was made from."""
+    return hash_json({"kind": kind, **inputs})
+
+
+def json_safe(obj: Any) -> Any:
+    """Strict-JSON copy: numpy scalars/arrays become Python values, NaN and inf become None."""
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | np.ndarray):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, bool | np.bool_):
+        return bool(obj)
+    if isinstance(obj, int | np.integer):
+        return int(obj)
+    if isinstance(obj, float | np.floating):
+        value = float(obj)
+        return value if math.isfinite(value) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj

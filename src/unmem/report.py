@@ -31,27 +31,20 @@ from rich.console import Console
 from rich.table import Table
 
 from unmem.errors import UnmemError
-from unmem.io import read_json, write_text_atomic
+from unmem.io import write_text_atomic
+from unmem.layout import EvalDir, ExperimentDir, RunDir
 from unmem.metrics.stats import mean_ci
+from unmem.results import EvalSummary, ReportData, ReportRow, RunSummary
 
-# Shown first, in this order, when present; other metric ids follow alphabetically.
-PREFERRED = (
-    "forget_quality",
-    "forget_quality_log10",
-    "model_utility",
-    "forget_truth_ratio",
-    "forget_prob",
-    "forget_rouge",
-    "forget_exact_mem",
-    "forget_extraction_strength",
-    "verbmem_forget",
-    "knowmem_forget",
-    "knowmem_retain",
-    "privleak",
-    "mia_loss_auc",
-    "general_ppl",
-    "nlu_acc",
-)
+
+def headline_metrics() -> list[str]:
+    """Shown first, in this order, when present (each metric family's headline); others follow
+    alphabetically."""
+    from unmem.evaluation import headline_metrics as registered
+
+    return registered()
+
+
 TRAIN_COLUMNS = ("train_seconds", "peak_memory_mb")
 TERMINAL_COLUMNS = 6  # metric columns in the terminal table (the files hold them all)
 DASH = "–"
@@ -119,75 +112,78 @@ def _read_losses(path: Path) -> list[tuple[int, float]]:
     return points
 
 
-def _fill(
-    row: Row, root: Path, eval_dir: str | None, run_dir: str | None, pretrain: str | None = None
-) -> Row:
-    if eval_dir and (root / eval_dir / "summary.json").is_file():
-        summary = read_json(root / eval_dir / "summary.json")
-        row.metrics = {k: _finite(v) for k, v in (summary.get("metrics") or {}).items()}
+def _fill(row: Row, root: Path, report_row: ReportRow) -> Row:
+    """Metrics from the row's evaluation summary, training cost and losses from its run."""
+    if report_row.eval_dir and EvalDir(root / report_row.eval_dir).summary.is_file():
+        summary = EvalSummary.read(EvalDir(root / report_row.eval_dir).summary)
+        row.metrics = {k: _finite(v) for k, v in summary.metrics.items()}
     elif row.status == "done":
         row.status = "not evaluated"
-    if run_dir and (root / run_dir / "summary.json").is_file():
-        row.train = read_json(root / run_dir / "summary.json")
-        row.losses = _read_losses(root / run_dir / "train_log.jsonl")
-    if pretrain and (root / pretrain).is_file():  # target / retain trained here: the cost of retraining
-        row.train = {"train_seconds": read_json(root / pretrain).get("train_seconds")}
+    run = RunDir(root / report_row.run_dir) if report_row.run_dir else None
+    if run is not None and run.summary.is_file():
+        row.train = RunSummary.read(run.summary).model_dump()
+        row.losses = _read_losses(run.train_log)
+    pretrain = root / report_row.pretrain if report_row.pretrain else None
+    if pretrain is not None and pretrain.is_file():  # target / retain trained here: the cost of retraining
+        row.train = {"train_seconds": _finite(json.loads(pretrain.read_text()).get("train_seconds"))}
     return row
 
 
-def collect(run_dir: str | Path) -> tuple[dict[str, Any], list[Row]]:
-    """The experiment's metadata and rows, from report_data.json or by scanning its folders."""
-    root = Path(run_dir)
-    if not root.is_dir():
-        raise UnmemError(f"{root}: run directory not found")
-    data_path = root / "report_data.json"
-    if data_path.is_file():
-        data = read_json(data_path)
-        name = str(data.get("name") or root.name)
-        rows = [
-            _fill(
-                Row(
-                    id=r["id"],
-                    kind=r.get("kind", "method"),
-                    variant=r.get("variant") or r["id"],
-                    experiment=name,
-                    method=r.get("method"),
-                    seed=r.get("seed"),
-                    status=r.get("status") or "done",
-                    error=r.get("error"),
-                    config=r.get("config") or {},
-                ),
-                root,
-                r.get("eval_dir"),
-                r.get("run_dir"),
-                r.get("pretrain"),
-            )
-            for r in data.get("rows", [])
-        ]
-        return data, rows
-    # No report_data.json (an older or hand-made folder): eval/<row>/ and runs/<row>/.
+def _scan(root: Path) -> ReportData:
+    """report_data.json for a folder without one (older or hand-made): eval/<row>/ and runs/<row>/."""
     evals = sorted(p.parent.name for p in root.glob("eval/*/summary.json"))
     if not evals:
         raise UnmemError(
             f"{root}: nothing to report (no report_data.json and no eval/*/summary.json); "
             "pass the --out folder of `unmem run`"
         )
+    layout = ExperimentDir(root)
     rows = []
     for name in sorted(evals, key=lambda n: (KIND_ORDER.get(n, 2), n)):
         kind = name if name in ("target", "retain") else "method"
         seed_match = re.search(r"-s(\d+)$", name)
-        run_summary = root / "runs" / name / "summary.json"
-        method = read_json(run_summary).get("method") if run_summary.is_file() else None
-        row = Row(
-            id=name,
-            kind=kind,
-            variant=name[: seed_match.start()] if seed_match and kind == "method" else name,
-            experiment=root.name,
-            method=method,
-            seed=int(seed_match.group(1)) if seed_match else None,
+        run = layout.run(name)
+        rows.append(
+            ReportRow(
+                id=name,
+                kind=kind,  # type: ignore[arg-type]
+                variant=name[: seed_match.start()] if seed_match and kind == "method" else name,
+                method=RunSummary.read(run.summary).method if run.summary.is_file() else None,
+                seed=int(seed_match.group(1)) if seed_match else None,
+                eval_dir=layout.relative(layout.eval(name).root),
+                run_dir=layout.relative(run.root),
+            )
         )
-        rows.append(_fill(row, root, f"eval/{name}", f"runs/{name}"))
-    return {"name": root.name}, rows
+    return ReportData(name=root.name, rows=rows)
+
+
+def collect(run_dir: str | Path) -> tuple[ReportData, list[Row]]:
+    """The experiment's metadata and rows, from report_data.json or by scanning its folders."""
+    root = Path(run_dir)
+    if not root.is_dir():
+        raise UnmemError(f"{root}: run directory not found")
+    layout = ExperimentDir(root)
+    data = ReportData.read(layout.report_data) if layout.report_data.is_file() else _scan(root)
+    name = data.name or root.name
+    rows = [
+        _fill(
+            Row(
+                id=r.id,
+                kind=r.kind,
+                variant=r.label,
+                experiment=name,
+                method=r.method,
+                seed=r.seed,
+                status=r.status,
+                error=r.error,
+                config=r.config,
+            ),
+            root,
+            r,
+        )
+        for r in data.rows
+    ]
+    return data, rows
 
 
 def metric_columns(rows: Iterable[Row]) -> list[str]:
@@ -195,7 +191,8 @@ def metric_columns(rows: Iterable[Row]) -> list[str]:
     names: set[str] = set()
     for row in rows:
         names.update(row.metrics)
-    return [m for m in PREFERRED if m in names] + sorted(names - set(PREFERRED))
+    preferred = headline_metrics()
+    return [m for m in preferred if m in names] + sorted(names - set(preferred))
 
 
 def _value(row: Row, column: str) -> float | None:
@@ -308,7 +305,23 @@ def write_mean_csv(variants: Sequence[Variant], columns: Sequence[str], path: Pa
     return write_text_atomic(path, buffer.getvalue())
 
 
-def markdown(variants: Sequence[Variant], columns: Sequence[str], title: str, several: bool) -> str:
+def report_notes(data: ReportData, prefix: str = "") -> list[str]:
+    """Report-level lines: the noise floor of forget quality, and why a metric is empty everywhere."""
+    lines = []
+    floor = data.noise_floor
+    if floor is not None:
+        lines.append(
+            f"{prefix}noise floor of forget quality (KS p between the {len(floor.models)} retain models, "
+            f"{len(floor.pairs)} pairs): median {fmt(floor.median)}, min {fmt(floor.min)}; "
+            "retraining itself scores in this range"
+        )
+    lines += [f"{prefix}{metric} not computed: {why}" for metric, why in data.not_computed.items()]
+    return lines
+
+
+def markdown(
+    variants: Sequence[Variant], columns: Sequence[str], title: str, several: bool, notes: Sequence[str] = ()
+) -> str:
     head = ["row", "n", *columns, *TRAIN_COLUMNS]
     lines = [
         f"# {title}",
@@ -328,6 +341,8 @@ def markdown(variants: Sequence[Variant], columns: Sequence[str], title: str, se
             label += f" ({_status(v)})"
         cells = [label, str(v.n), *(fmt_ci(v, c) for c in (*columns, *TRAIN_COLUMNS))]
         lines.append("| " + " | ".join(cells) + " |")
+    if notes:
+        lines += ["", *(f"- {note}" for note in notes)]
     return "\n".join(lines) + "\n"
 
 
@@ -540,7 +555,12 @@ def _img(data: str, alt: str) -> str:
 
 
 def render_html(
-    variants: Sequence[Variant], columns: Sequence[str], title: str, meta: list[str], several: bool
+    variants: Sequence[Variant],
+    columns: Sequence[str],
+    title: str,
+    meta: list[str],
+    several: bool,
+    notes: Sequence[str] = (),
 ) -> str:
     esc = html.escape
     head_cells = "".join(f"<th>{esc(c)}</th>" for c in ("row", "n", *columns, *TRAIN_COLUMNS))
@@ -566,6 +586,7 @@ def render_html(
         "Red: the target, where unlearning starts. Cells: mean over seeds, ± half the 95% confidence "
         f"interval when there are several seeds (hover for the interval); {DASH} = not computed.</p>",
         f'<div class="scroll"><table><thead><tr>{head_cells}</tr></thead><tbody>{"".join(body)}</tbody></table></div>',
+        *(f'<p class="note">{esc(note)}</p>' for note in notes),
     ]
     pareto = _safe_plot(pareto_plot, variants, several)
     parts.append("<h2>Forgetting vs utility</h2>")
@@ -681,36 +702,38 @@ def build_report(
         out_dir = Path(run_dirs[0]) / "report"
     out = Path(out_dir)
     rows: list[Row] = []
-    metas: list[dict[str, Any]] = []
+    metas: list[ReportData] = []
     for run_dir in run_dirs:
         meta, found = collect(run_dir)
         metas.append(meta)
         rows.extend(found)
     several = len(run_dirs) > 1
     if several:
-        names = [m.get("name") for m in metas]
+        names = [m.name for m in metas]
         if len(set(names)) < len(names):  # same experiment name twice: tell them apart by folder
-            for meta, run_dir in zip(metas, run_dirs, strict=True):
-                meta["name"] = f"{meta.get('name')}@{Path(run_dir).name}"
             rows = []
             for meta, run_dir in zip(metas, run_dirs, strict=True):
+                meta.name = f"{meta.name}@{Path(run_dir).name}"
                 _, found = collect(run_dir)
                 for row in found:
-                    row.experiment = meta["name"]
+                    row.experiment = meta.name
                 rows.extend(found)
     rows.sort(key=lambda r: KIND_ORDER.get(r.kind, 2) if not several else 0)
     columns = metric_columns(rows)
     variants = aggregate(rows, [*columns, *TRAIN_COLUMNS])
-    title = "unlearning report: " + " vs ".join(str(m.get("name")) for m in metas)
+    title = "unlearning report: " + " vs ".join(m.name for m in metas)
     meta_lines = [
-        f"{m.get('name')}: split {m.get('split', '?')}, seeds {m.get('seeds', '?')}, world {m.get('world', '?')}"
+        f"{m.name}: {m.benchmark} {m.data or m.world or '?'}, split {m.split or '?'}, seeds {m.seeds or '?'}"
         for m in metas
     ]
+    notes = [line for m in metas for line in report_notes(m, f"{m.name}: " if several else "")]
     out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, columns, out / "results.csv")
     write_mean_csv(variants, columns, out / "results_mean.csv")
-    write_text_atomic(out / "report.md", markdown(variants, columns, title, several))
-    write_text_atomic(out / "report.html", render_html(variants, columns, title, meta_lines, several))
+    write_text_atomic(out / "report.md", markdown(variants, columns, title, several, notes))
+    write_text_atomic(out / "report.html", render_html(variants, columns, title, meta_lines, several, notes))
     console = console or Console()
     console.print(terminal_table(variants, columns, several, console.width))
+    for line in notes:
+        console.print(line, highlight=False, soft_wrap=True)
     return out

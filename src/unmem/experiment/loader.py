@@ -1,0 +1,83 @@
+"""Read an experiment file into an ``Experiment``: validated, every path resolved, nothing left to check."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from unmem.errors import UnmemError, input_error
+from unmem.evaluation import get_family
+from unmem.experiment.config import (
+    ConfigError,
+    ExperimentConfig,
+    format_keypath,
+    line_of,
+    parse_config,
+    read_yaml,
+)
+from unmem.experiment.plan import RunPlan, expand_methods
+from unmem.experiment.sources import BenchmarkPlan, ModelPlan, resolve_benchmark, resolve_models
+
+
+@dataclass
+class Experiment:
+    """A validated experiment."""
+
+    config: ExperimentConfig
+    source: Path | None  # the YAML file
+    text: str  # its text, saved with the results
+    runs: list[RunPlan]
+    benchmark: BenchmarkPlan
+    models: ModelPlan
+    tracking: list[str] = field(default_factory=list)
+
+
+def _check_families(config: ExperimentConfig) -> None:
+    for j, family in enumerate(config.eval.metrics or []):
+        try:
+            get_family(family)
+        except UnmemError as exc:
+            raise ConfigError(("eval", "metrics", j), str(exc)) from None
+
+
+def validate(config: ExperimentConfig, text: str, source: Path) -> Experiment:
+    base = source.parent
+    benchmark = resolve_benchmark(config, base)
+    models = resolve_models(config, base, benchmark)
+    runs = expand_methods(config)
+    _check_families(config)
+    return Experiment(
+        config=config,
+        source=source.resolve(),
+        text=text,
+        runs=runs,
+        benchmark=benchmark,
+        models=models,
+        tracking=list(dict.fromkeys(config.tracking)),
+    )
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    """Read and validate an experiment file; any problem is one UnmemError naming key and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UnmemError(f"{path}: experiment file not found")
+    text, node, data = read_yaml(path)
+    if not isinstance(data, dict):
+        raise input_error(path, "expected a mapping of settings (name:, methods:, ...) at the top level")
+    try:
+        return validate(parse_config(data), text, path)
+    except ConfigError as exc:
+        raise input_error(
+            path, exc.message, line=line_of(node, exc.keypath), field=format_keypath(exc.keypath)
+        ) from None
+
+
+def shipped_config(name: str) -> Path:
+    """Path of a config shipped in ``unmem/configs`` (demo, micro)."""
+    from importlib.resources import files
+
+    path = Path(str(files("unmem") / "configs" / f"{name}.yaml"))
+    if not path.is_file():
+        raise UnmemError(f"no shipped experiment config '{name}'")
+    return path
