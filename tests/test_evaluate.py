@@ -410,3 +410,22 @@ def test_cli_eval_reads_published_tofu_and_muse_directories(tiny_model_dir, publ
     summary = read_summary(tmp_path / "m")
     assert summary.metrics["knowmem_forget"] is not None and summary.metrics["privleak"] is None
     assert "no retain model" in summary.reasons["privleak"]
+
+
+def test_open_unlearning_convention_on_published_tofu(tiny_model_dir, published_layouts, tmp_path):
+    """The reference convention evaluates TOFU's files end to end; the CLI takes it too."""
+    tofu, _ = published_layouts
+    common = {"benchmark": "tofu", "data": tofu, "metrics": ["tofu"], "max_samples": 3, "batch_size": 4}
+    unmem_out = evaluate(tiny_model_dir, out_dir=tmp_path / "u", options=FAST, **common)
+    reference = replace(FAST, convention="open-unlearning", max_new_tokens=None)
+    assert reference.answer_tokens == 200
+    ref_out = evaluate(tiny_model_dir, out_dir=tmp_path / "r", options=reference, **common)
+    unmem_sets = read_summary(unmem_out).details["tofu"]["sets"]
+    ref_summary = read_summary(ref_out)
+    assert ref_summary.options["convention"] == "open-unlearning"
+    assert unmem_sets["world_facts"]["truth_ratio_denominator"] == "paraphrased_answer"
+    assert ref_summary.details["tofu"]["sets"]["world_facts"]["truth_ratio_denominator"] == "answer"
+    assert read_summary(unmem_out).metrics["forget_prob"] != ref_summary.metrics["forget_prob"]
+    args = ["eval", "--model", str(tiny_model_dir), "--data", str(tofu), "--benchmark", "tofu"]
+    bad = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "c"), "--convention", "tofu"])
+    assert bad.exit_code == 2 and "eval option convention must be one of unmem, open-unlearning" in bad.output

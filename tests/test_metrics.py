@@ -118,6 +118,18 @@ def test_extraction_strength(match, expected):
     assert tofu.extraction_strength_one(match) == pytest.approx(expected)
 
 
+@pytest.mark.parametrize(
+    ("match", "expected"),
+    [
+        ([True, True, False], 1 / 3),  # the loop ends at k = |y| - 1 = 2: 1 - 2/3
+        ([False], 1.0),  # k = 0 is the loop's only and last value: a wrong one-token answer scores 1
+        ([True, False, True], 1 / 3),  # where a non-empty suffix matches, both agree
+    ],
+)
+def test_extraction_strength_as_open_unlearnings_loop(match, expected):
+    assert tofu.extraction_strength_one(match, reference_loop=True) == pytest.approx(expected)
+
+
 def test_rouge_l_recall_differs_from_f1():
     # LCS("the cat sat", "the cat sat on the mat") = 3: recall 3/6, precision 3/3, F1 = 2/3
     pred, ref = ["the cat sat"], ["the cat sat on the mat"]

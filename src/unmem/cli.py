@@ -316,9 +316,14 @@ def eval_cmd(
     threads: int | None = typer.Option(
         None, help="torch CPU threads (default: torch's; 1 is fastest for small models on busy cores)."
     ),
+    convention: str = typer.Option(
+        "unmem",
+        help="unmem, or open-unlearning: TOFU's reference evaluator's token sequences and generation "
+        "(docs/conventions.md).",
+    ),
 ) -> None:
     """Evaluate a model: TOFU, MUSE, MIA, extraction and utility metrics (cached per family)."""
-    from unmem.evaluation import evaluate, family_names, read_summary
+    from unmem.evaluation import EvalOptions, evaluate, family_names, read_summary
 
     if retain_model and retain_results:
         raise UnmemError("pass either --retain-model or --retain-results, not both")
@@ -340,6 +345,7 @@ def eval_cmd(
         max_samples=max_samples,
         lm_eval_tasks=lm_eval_tasks,
         threads=threads,
+        options=EvalOptions(convention=convention),  # type: ignore[arg-type]
     )
     summary = read_summary(path)
     table = Table("family", "metric", "value", title=f"unmem eval: {summary.model}")

@@ -1,9 +1,15 @@
 """Tokenisation of QA pairs and passages, and batching with little padding.
 
-Every sequence is ``[bos] prompt answer [eos]``. Labels are -100 on the prompt and on
-padding, so losses and scores count answer tokens only. Batches are built by length
-bucketing (similar lengths together) rather than padding everything to a fixed length:
-on the world's short QA pairs that keeps padding under a few percent.
+unmem's sequences are ``[bos] prompt answer [eos]`` (no bos in chat mode: the chat
+template brings its own tokens), with prompt and answer tokenised separately so the
+boundary is exact. Labels are -100 on the prompt and on padding, so losses and scores
+count answer tokens only. Batches are built by length bucketing (similar lengths
+together) rather than padding everything to a fixed length: on the world's short QA
+pairs that keeps padding under a few percent.
+
+``PromptFormat(reference=True)`` builds the token sequences of TOFU's reference evaluator
+instead (open-unlearning ``preprocess_chat_instance``), so scores can be compared with
+published tables; docs/conventions.md lists where and why the two differ.
 """
 
 from __future__ import annotations
@@ -18,6 +24,9 @@ import torch
 from unmem.logprobs import IGNORE_INDEX, SENSITIVE_MARKER
 
 DEFAULT_TEMPLATE = "Question: {question}\nAnswer:"
+# open-unlearning's template for models without a chat template (``template_args`` of its
+# base-model configs: user_start_tag "Question: ", user_end_tag "\n", asst_start_tag "Answer: ").
+REFERENCE_TEMPLATE = "Question: {question}\nAnswer: "
 
 
 @dataclass(frozen=True)
@@ -26,16 +35,24 @@ class PromptFormat:
 
     The built-in world's models are trained on ``template``. A pretrained chat model
     is prompted through its tokenizer's chat template instead (``chat=True``).
+    ``reference=True``: the token sequences of TOFU's reference evaluator (see the module
+    docstring); only evaluation uses it.
     """
 
     template: str = DEFAULT_TEMPLATE
     chat: bool = False
+    reference: bool = False
 
     @classmethod
-    def for_tokenizer(cls, tokenizer: Any, use_chat_template: bool | None = None) -> PromptFormat:
+    def for_tokenizer(
+        cls, tokenizer: Any, use_chat_template: bool | None = None, *, reference: bool = False
+    ) -> PromptFormat:
         """Use the chat template when the tokenizer has one, unless told otherwise."""
         has_chat = bool(getattr(tokenizer, "chat_template", None))
-        return cls(chat=has_chat if use_chat_template is None else use_chat_template and has_chat)
+        chat = has_chat if use_chat_template is None else use_chat_template and has_chat
+        return cls(
+            template=REFERENCE_TEMPLATE if reference else DEFAULT_TEMPLATE, chat=chat, reference=reference
+        )
 
     def prompt(self, tokenizer: Any, question: str) -> str:
         if self.chat:
@@ -64,6 +81,67 @@ def _special(tokenizer: Any, name: str) -> list[int]:
     return [] if token_id is None else [token_id]
 
 
+def _token_list(encoded: Any) -> list[int]:
+    """``apply_chat_template(tokenize=True)`` gives a list, or a BatchEncoding in transformers 5."""
+    return list(encoded["input_ids"] if not isinstance(encoded, list) else encoded)
+
+
+def _chat(question: str, answer: str | None = None) -> list[dict[str, str]]:
+    turns = [{"role": "user", "content": question}]
+    return turns + ([{"role": "assistant", "content": answer}] if answer is not None else [])
+
+
+def reference_prompt_ids(tokenizer: Any, question: str, fmt: PromptFormat) -> list[int]:
+    """The reference's prompt: the tokenizer decides on special tokens (``add_special_tokens=True``),
+    the plain template ends in ``"Answer: "``, a chat prompt ends with the assistant header."""
+    if fmt.chat:
+        return _token_list(
+            tokenizer.apply_chat_template(_chat(question), tokenize=True, add_generation_prompt=True)
+        )
+    return list(tokenizer(fmt.template.format(question=question), add_special_tokens=True)["input_ids"])
+
+
+def encode_qa_reference(
+    tokenizer: Any,
+    question: str,
+    answer: str,
+    fmt: PromptFormat,
+    *,
+    max_length: int | None = None,
+    index: int = 0,
+) -> Example:
+    """TOFU's reference sequence: prompt and prompt + answer tokenised *separately*, the labels
+    masked by the prompt's length, eos appended unless the sequence already ends with it.
+
+    With BPE tokenizers the prompt's trailing space and the answer's first word merge in the
+    full sequence (``"Answer: The"`` -> ``... "Answer", ":", " The"``), so the mask by the
+    prompt's length hides the answer's first token; in chat mode the template's end-of-turn
+    tokens are scored as part of the answer.
+    """
+    prompt_ids = reference_prompt_ids(tokenizer, question, fmt)
+    if fmt.chat:
+        full = _token_list(tokenizer.apply_chat_template(_chat(question, answer), tokenize=True))
+    else:
+        full = list(
+            tokenizer(fmt.template.format(question=question) + answer, add_special_tokens=True)["input_ids"]
+        )
+    eos = getattr(tokenizer, "eos_token_id", None)
+    if eos is not None and (not full or full[-1] != eos):
+        full.append(eos)
+    labels = [IGNORE_INDEX] * len(prompt_ids) + full[len(prompt_ids) :]
+    if max_length is not None:
+        full, labels = full[:max_length], labels[:max_length]
+    return Example(full, labels, None, index)
+
+
+def generation_prompt_ids(tokenizer: Any, question: str, fmt: PromptFormat) -> list[int]:
+    """The token ids a generation starts from: the prompt of ``encode_qa``'s sequence."""
+    if fmt.reference:
+        return reference_prompt_ids(tokenizer, question, fmt)
+    bos = [] if fmt.chat else _special(tokenizer, "bos")
+    return bos + list(tokenizer(fmt.prompt(tokenizer, question), add_special_tokens=False)["input_ids"])
+
+
 def encode_qa(
     tokenizer: Any,
     question: str,
@@ -75,7 +153,10 @@ def encode_qa(
     add_eos: bool = True,
     index: int = 0,
 ) -> Example:
-    """Tokenise prompt and answer separately so the boundary is exact, then concatenate."""
+    """Tokenise prompt and answer separately so the boundary is exact, then concatenate
+    (``fmt.reference``: the reference's sequence, ``encode_qa_reference``)."""
+    if fmt.reference:
+        return encode_qa_reference(tokenizer, question, answer, fmt, max_length=max_length, index=index)
     prompt_text = fmt.prompt(tokenizer, question)
     answer_text = fmt.answer(answer)
     bos = [] if fmt.chat else _special(tokenizer, "bos")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -23,8 +24,11 @@ class OptionError(UnmemError, ValueError):
         self.field = field
 
 
+CONVENTIONS = ("unmem", "open-unlearning")
+# Greedy QA answers (TOFU ROUGE): unmem's default keeps evaluation quick on CPU; TOFU's
+# reference generates up to 200 new tokens (its answers are one or two sentences).
+ANSWER_TOKENS = {"unmem": 64, "open-unlearning": 200}
 POSITIVE_OPTIONS = (
-    "max_new_tokens",
     "knowmem_max_new_tokens",
     "verbmem_max_new_tokens",
     "el_stride",
@@ -41,7 +45,10 @@ class EvalOptions:
 
     __pydantic_config__ = ConfigDict(extra="forbid")  # unknown keys in experiment files are errors
 
-    max_new_tokens: int = 64  # greedy QA answers (TOFU ROUGE, embedding similarity)
+    # unmem's sequences and definitions, or those of TOFU's reference evaluator (open-unlearning)
+    # for the TOFU family: its token sequences, generation and extraction strength (docs/conventions.md).
+    convention: Literal["unmem", "open-unlearning"] = "unmem"
+    max_new_tokens: int | None = None  # greedy QA answers (TOFU ROUGE); None: ANSWER_TOKENS[convention]
     knowmem_shots: int = 3  # MUSE uses 10; 3 keeps prompts inside small models' context
     knowmem_max_new_tokens: int = 32  # MUSE: 32
     verbmem_max_new_tokens: int = 128  # MUSE: 128
@@ -56,6 +63,12 @@ class EvalOptions:
     embedding: bool = True  # embedding similarity when the package is installed
 
     def __post_init__(self) -> None:
+        if self.convention not in CONVENTIONS:
+            raise OptionError(
+                "convention", f"must be one of {', '.join(CONVENTIONS)}, got {self.convention!r}"
+            )
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise OptionError("max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
         for name in POSITIVE_OPTIONS:
             if getattr(self, name) < 1:
                 raise OptionError(name, f"must be >= 1, got {getattr(self, name)}")
@@ -66,6 +79,16 @@ class EvalOptions:
             raise OptionError("min_k", f"must be in (0, 1], got {self.min_k}")
         if not self.el_orders or min(self.el_orders) < 1:
             raise OptionError("el_orders", f"must be n-gram orders >= 1, got {self.el_orders}")
+
+    @property
+    def reference(self) -> bool:
+        """TOFU's reference evaluator's conventions (open-unlearning)."""
+        return self.convention == "open-unlearning"
+
+    @property
+    def answer_tokens(self) -> int:
+        """New tokens of a greedy QA answer."""
+        return self.max_new_tokens if self.max_new_tokens is not None else ANSWER_TOKENS[self.convention]
 
 
 class EvalConfig(BaseModel):

@@ -41,7 +41,7 @@ class ModelSession:
         self.data = data
         self.opts = opts
         self.batch_size = batch_size
-        self.fmt = PromptFormat.for_tokenizer(tokenizer)
+        self.fmt = PromptFormat.for_tokenizer(tokenizer, reference=opts.reference)
         self.max_length = context_length(model)
         self._memo: dict[tuple, Any] = {}
 
@@ -85,10 +85,11 @@ class ModelSession:
         return self._cached(("perturbed", name), compute)
 
     def answers(self, name: str) -> list[str]:
-        """Greedy answers to the questions of QA set ``name`` (plain template: cut at the next
-        question, which a small model trained on the template goes on with)."""
+        """Greedy answers to the questions of QA set ``name``. unmem's plain template cuts them at the
+        next question (a small model trained on the template goes on with one); the reference
+        stops at eos only."""
         records = self.data.qa[name]
-        stop = () if self.fmt.chat else ("\nQuestion:",)
+        stop = () if self.fmt.chat or self.fmt.reference else ("\nQuestion:",)
         return self._cached(
             ("answers", name),
             lambda: scoring.generate_answers(
@@ -96,7 +97,7 @@ class ModelSession:
                 self.tokenizer,
                 [r["question"] for r in records],
                 self.fmt,
-                max_new_tokens=self.opts.max_new_tokens,
+                max_new_tokens=self.opts.answer_tokens,
                 batch_size=self.batch_size,
                 stop=stop,
             ),

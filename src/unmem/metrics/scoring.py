@@ -28,7 +28,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from unmem.data.collate import Example, PromptFormat, encode_qa, encode_text, iter_batches
+from unmem.data.collate import (
+    Example,
+    PromptFormat,
+    encode_qa,
+    encode_text,
+    generation_prompt_ids,
+    iter_batches,
+)
 from unmem.logprobs import IGNORE_INDEX, token_logps
 from unmem.metrics.mia import token_zscores
 
@@ -296,7 +303,7 @@ def generate_ids(
     *,
     max_new_tokens: int | Sequence[int],
     pad_token_id: int,
-    eos_token_id: int | None,
+    eos_token_id: int | Sequence[int] | None,
     batch_size: int = 32,
     device: torch.device | str | None = None,
     desc: str = "generating",
@@ -306,7 +313,7 @@ def generate_ids(
     Prompts are left-padded (HF derives position ids from the attention mask), sorted by
     length to limit padding. ``max_new_tokens`` may differ per prompt: a batch generates
     the largest budget and each output is cut to its own (greedy decoding makes that equal
-    to a separate call). Output stops before the first ``eos_token_id``.
+    to a separate call). Output stops before the first ``eos_token_id`` (or any of several).
     """
     n = len(prompt_ids)
     budgets = (
@@ -318,6 +325,11 @@ def generate_ids(
         if len(ids) == 0:
             raise ValueError(f"prompt {i} has no tokens; generation needs at least one (add a bos token)")
     device = torch.device(device) if device is not None else model_device(model)
+    if eos_token_id is None or isinstance(eos_token_id, int):
+        stops = set() if eos_token_id is None else {eos_token_id}
+    else:
+        stops = set(eos_token_id)
+        eos_token_id = list(eos_token_id)
     outputs: list[list[int]] = [[] for _ in range(n)]
     order = sorted((i for i in range(n) if budgets[i] > 0), key=lambda i: len(prompt_ids[i]))
     groups = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
@@ -341,9 +353,8 @@ def generate_ids(
             )[:, width:].tolist()
             for row, i in enumerate(group):
                 tokens = generated[row][: budgets[i]]
-                if eos_token_id is not None and eos_token_id in tokens:
-                    tokens = tokens[: tokens.index(eos_token_id)]
-                outputs[i] = tokens
+                ends = [k for k, token in enumerate(tokens) if token in stops]
+                outputs[i] = tokens[: ends[0]] if ends else tokens
     return outputs
 
 
@@ -380,6 +391,16 @@ def greedy_generate(
     return list(texts)
 
 
+def eos_ids(model: torch.nn.Module, tokenizer: Any) -> list[int]:
+    """Where the model's own generation config stops (several ids for some chat models), else
+    the tokenizer's eos: what ``model.generate`` uses when no eos is passed, as the reference does."""
+    config = getattr(model, "generation_config", None)
+    value = getattr(config, "eos_token_id", None)
+    if value is None:
+        value = getattr(tokenizer, "eos_token_id", None)
+    return [] if value is None else [int(v) for v in (value if isinstance(value, list) else [value])]
+
+
 def generate_answers(
     model: torch.nn.Module,
     tokenizer: Any,
@@ -391,18 +412,26 @@ def generate_answers(
     device: torch.device | str | None = None,
     stop: Sequence[str] = (),
 ) -> list[str]:
-    """Greedy answers to questions under ``fmt`` (TOFU ROUGE), whitespace-stripped."""
-    prompts = [fmt.prompt(tokenizer, q) for q in questions]
-    texts = greedy_generate(
+    """Greedy answers to questions under ``fmt`` (TOFU ROUGE), whitespace-stripped.
+
+    ``fmt.reference``: as TOFU's reference evaluator generates them: its prompt, stopped only
+    at the model's eos ids, decoded with ``clean_up_tokenization_spaces=True``.
+    """
+    ids = [generation_prompt_ids(tokenizer, q, fmt) for q in questions]
+    eos = eos_ids(model, tokenizer) if fmt.reference else getattr(tokenizer, "eos_token_id", None)
+    out_ids = generate_ids(
         model,
-        tokenizer,
-        prompts,
+        ids,
         max_new_tokens=max_new_tokens,
+        pad_token_id=pad_token_id(tokenizer),
+        eos_token_id=eos,
         batch_size=batch_size,
         device=device,
-        add_bos=not fmt.chat,
-        stop=stop,
     )
+    cleanup = {"clean_up_tokenization_spaces": True} if fmt.reference else {}
+    texts = tokenizer.batch_decode(out_ids, skip_special_tokens=True, **cleanup) if out_ids else []
+    for s in stop:
+        texts = [t.split(s)[0] for t in texts]
     return [t.strip() for t in texts]
 
 

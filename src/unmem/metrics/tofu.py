@@ -120,25 +120,30 @@ def exact_memorization(argmax_match: Sequence[Sequence[bool]]) -> MetricResult:
     return MetricResult("exact_memorization", nanmean(values), values)
 
 
-def extraction_strength_one(argmax_match: Sequence[bool]) -> float:
+def extraction_strength_one(argmax_match: Sequence[bool], *, reference_loop: bool = False) -> float:
     """ES = 1 - k*/|y|, k* = min{k in 0..|y| : argmax matches y at every position >= k}
     (Carlini et al. 2021, as used by open-unlearning).
 
     The empty suffix (k = |y|) always matches, so k* = |y| and ES = 0 when even the last
-    token is wrong. open-unlearning's loop stops at k = |y| - 1 instead and gives 1/|y| there;
-    we keep the formula's value. Examples: [T,T,T] -> 1; [F,T,T] -> 2/3; [T,F,T] -> 1/3;
-    [T,T,F] -> 0.
+    token is wrong. open-unlearning's loop stops at k = |y| - 1 instead and gives 1/|y| there
+    (``reference_loop=True`` reproduces it; a wrong one-token answer then scores 1); by default
+    we keep the formula's value.
+    Examples: [T,T,T] -> 1; [F,T,T] -> 2/3; [T,F,T] -> 1/3; [T,T,F] -> 0 (reference: 1/3).
     """
     match = np.asarray(argmax_match, dtype=bool)
     if match.size == 0:
         return float("nan")
     misses = np.flatnonzero(~match)
     k_star = 0 if misses.size == 0 else int(misses[-1]) + 1
+    if reference_loop:
+        k_star = min(k_star, match.size - 1)
     return 1.0 - k_star / match.size
 
 
-def extraction_strength(argmax_match: Sequence[Sequence[bool]]) -> MetricResult:
-    values = [extraction_strength_one(m) for m in argmax_match]
+def extraction_strength(
+    argmax_match: Sequence[Sequence[bool]], *, reference_loop: bool = False
+) -> MetricResult:
+    values = [extraction_strength_one(m, reference_loop=reference_loop) for m in argmax_match]
     return MetricResult("extraction_strength", nanmean(values), values)
 
 

@@ -36,9 +36,19 @@ NO_RETAIN = "no retain model to compare with (--retain-model or --retain-results
 
 
 def base_field(session: ModelSession, name: str) -> str:
-    """Truth-ratio denominator: the paraphrase when every record has one, else the answer."""
+    """Truth-ratio denominator: the paraphrase when every record has one, else the answer.
+    The reference uses the answer on real_world / world_facts whatever the files hold."""
     records = session.data.qa[name]
+    if session.fmt.reference and name in ("real_world", "world_facts"):
+        return "answer"
     return "paraphrased_answer" if all(r.get("paraphrased_answer") for r in records) else "answer"
+
+
+def answer_matches(session: ModelSession, name: str) -> list:
+    """Teacher-forced argmax matches for exact memorisation and extraction strength. The
+    reference leaves out the last label, the eos it appends ("ignore eos prediction")."""
+    matches = [s.argmax_match for s in session.qa_scores(name)]
+    return [m[:-1] for m in matches] if session.fmt.reference else matches
 
 
 def forget_truth_ratios(session: ModelSession) -> np.ndarray:
@@ -68,8 +78,9 @@ def _score_set(session: ModelSession, name: str) -> tuple[dict[str, Any], dict[s
         columns["truth_ratio"] = tr.per_sample or []
         values["truth_ratio"] = num(tr.value)
     if name == "forget":
-        matches = [s.argmax_match for s in answer_scores]
-        em, es = tofu.exact_memorization(matches), tofu.extraction_strength(matches)
+        matches = answer_matches(session, name)
+        em = tofu.exact_memorization(matches)
+        es = tofu.extraction_strength(matches, reference_loop=session.fmt.reference)
         values |= {"exact_mem": num(em.value), "extraction_strength": num(es.value)}
         columns |= {"exact_mem": em.per_sample or [], "extraction_strength": es.per_sample or []}
     columns["generation"] = generations
