@@ -344,3 +344,24 @@ def test_world_models_ask_for_retain_seeds_only_when_given(tmp_path, tiny_model_
         runner.data()
         assert runner.models() and calls[-1] == expected
         assert [row.name for row in runner.retains] == names
+
+
+@pytest.mark.parametrize(
+    ("name", "layout"), [("tofu-experiment", "tofu/data"), ("muse-experiment", "muse/news")]
+)
+def test_example_configs_for_published_layouts_validate(
+    published_layouts, tiny_model_dir, tmp_path, name, layout
+):
+    """configs/<name>.yaml, with the published layout and two models where its comments put them."""
+    import shutil
+
+    tofu, muse = published_layouts
+    shutil.copytree(tofu if name.startswith("tofu") else muse, tmp_path / "runs" / layout)
+    for model in ("tofu/target", "tofu/retain90", "muse/target", "muse/retrain"):
+        _copy_model(tiny_model_dir, tmp_path / "runs" / model)
+    config = tmp_path / "configs" / f"{name}.yaml"
+    config.parent.mkdir()
+    shutil.copy(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml", config)
+    exp = load_experiment(config)
+    assert exp.benchmark.name == name.split("-")[0] and exp.benchmark.data_dir == tmp_path / "runs" / layout
+    assert exp.models.target is not None and len(exp.models.retains) == 1 and exp.runs
