@@ -423,9 +423,44 @@ def test_open_unlearning_convention_on_published_tofu(tiny_model_dir, published_
     unmem_sets = read_summary(unmem_out).details["tofu"]["sets"]
     ref_summary = read_summary(ref_out)
     assert ref_summary.options["convention"] == "open-unlearning"
-    assert unmem_sets["world_facts"]["truth_ratio_denominator"] == "paraphrased_answer"
-    assert ref_summary.details["tofu"]["sets"]["world_facts"]["truth_ratio_denominator"] == "answer"
+    ref_sets = ref_summary.details["tofu"]["sets"]
+    for name in ("forget", "retain", "real_world", "world_facts"):
+        assert unmem_sets[name]["truth_ratio_denominator"] == ref_sets[name]["truth_ratio_denominator"]
     assert read_summary(unmem_out).metrics["forget_prob"] != ref_summary.metrics["forget_prob"]
     args = ["eval", "--model", str(tiny_model_dir), "--data", str(tofu), "--benchmark", "tofu"]
     bad = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "c"), "--convention", "tofu"])
     assert bad.exit_code == 2 and "eval option convention must be one of unmem, open-unlearning" in bad.output
+
+
+def test_tofu_reads_the_fields_tofus_reference_reads(tiny_model_dir, world, tmp_path):
+    """Issue 9: the truth ratio's denominator is the paraphrase on forget / retain and the answer
+    on real_world / world_facts, even though the world's files carry a paraphrase there."""
+    out = evaluate(
+        tiny_model_dir, data=world, out_dir=tmp_path / "e", metrics=["tofu"], max_samples=2, options=FAST
+    )
+    sets = read_summary(out).details["tofu"]["sets"]
+    assert {name: sets[name]["truth_ratio_denominator"] for name in sets} == {
+        "forget": "paraphrased_answer",
+        "retain": "paraphrased_answer",
+        "real_world": "answer",
+        "world_facts": "answer",
+    }
+
+
+def test_exact_memorisation_and_extraction_strength_leave_out_the_eos():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from unmem.evaluation.families.tofu import answer_matches
+    from unmem.metrics.scoring import TokenScores
+
+    scores = [TokenScores(np.zeros(4, np.float32), np.array([True, True, True, False]))]  # eos missed
+    session = SimpleNamespace(tokenizer=SimpleNamespace(eos_token_id=2), qa_scores=lambda name: scores)
+    assert answer_matches(session, "forget")[0].tolist() == [
+        True,
+        True,
+        True,
+    ]  # ES 1, EM 1: the answer is known
+    session.tokenizer.eos_token_id = None  # nothing was appended: every label is an answer token
+    assert answer_matches(session, "forget")[0].tolist() == [True, True, True, False]

@@ -13,7 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from unmem.errors import UnmemError
 
-EVAL_VERSION = 1  # bump when a formula or convention changes: invalidates every cache
+# Bump when a formula or convention changes: invalidates every cache.
+# 2: truth ratio on real_world / world_facts against the answer; eos left out of exact
+#    memorisation and extraction strength (both as TOFU's reference evaluator).
+EVAL_VERSION = 2
 
 
 class OptionError(UnmemError, ValueError):

@@ -12,7 +12,9 @@
 | ``private`` | ``text/private`` of the forget entities |
 | ``general`` | ``text/general_eval`` |
 
-Unlearning trains on ``qa/<split>`` and ``qa/retainNN``.
+Unlearning trains on ``qa/<split>`` and ``qa/retainNN``. Every QA file carries
+``paraphrased_answer``; the TOFU family reads it on forget and retain only (real_world and
+world_facts are scored against ``answer``, as TOFU's reference does; docs/data-format.md).
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 Per set: probability (normalised by the perturbed answers on real_world / world_facts, as
 TOFU does), ROUGE-L recall of greedy answers, truth ratio (forget: mean min(R, 1/R);
-others: mean max(0, 1 - R)); on forget also exact memorisation and extraction strength.
+others: mean max(0, 1 - R); against the paraphrase on forget / retain, the answer on
+real_world / world_facts, as TOFU's reference evaluator); on forget also exact memorisation
+and extraction strength over the answer's tokens (eos left out).
 ``model_utility`` = harmonic mean of the 9 utility numbers (of those the data has);
 ``forget_quality`` = KS p-value of the per-question forget truth ratios against the retain
 model's, with its log10 and the KS statistic. Formulas: ``unmem.metrics.tofu``.
@@ -24,6 +26,7 @@ from unmem.metrics import tofu
 from unmem.metrics.stats import harmonic_mean
 
 UTILITY_SETS = ("retain", "real_world", "world_facts")
+GENERAL_SETS = ("real_world", "world_facts")  # TOFU's real authors and world facts
 IDS = (
     *(f"forget_{m}" for m in ("prob", "rouge", "truth_ratio", "exact_mem", "extraction_strength")),
     *(f"{s}_{m}" for s in UTILITY_SETS for m in ("prob", "rouge", "truth_ratio")),
@@ -36,19 +39,22 @@ NO_RETAIN = "no retain model to compare with (--retain-model or --retain-results
 
 
 def base_field(session: ModelSession, name: str) -> str:
-    """Truth-ratio denominator: the paraphrase when every record has one, else the answer.
-    The reference uses the answer on real_world / world_facts whatever the files hold."""
-    records = session.data.qa[name]
-    if session.fmt.reference and name in ("real_world", "world_facts"):
+    """Truth-ratio denominator, as TOFU's reference evaluator reads it: the paraphrase on forget
+    and retain (the answer when a record has none), the answer on real_world / world_facts
+    (TOFU's files have no paraphrase there; the world's do, and are read the same way)."""
+    if name in GENERAL_SETS:
         return "answer"
+    records = session.data.qa[name]
     return "paraphrased_answer" if all(r.get("paraphrased_answer") for r in records) else "answer"
 
 
 def answer_matches(session: ModelSession, name: str) -> list:
-    """Teacher-forced argmax matches for exact memorisation and extraction strength. The
-    reference leaves out the last label, the eos it appends ("ignore eos prediction")."""
+    """Teacher-forced argmax matches of the answer's tokens for exact memorisation and extraction
+    strength: the eos appended to every answer is not one of them (the reference's "ignore eos
+    prediction"). It stays in the probability, as in training."""
     matches = [s.argmax_match for s in session.qa_scores(name)]
-    return [m[:-1] for m in matches] if session.fmt.reference else matches
+    has_eos = getattr(session.tokenizer, "eos_token_id", None) is not None
+    return [m[:-1] for m in matches] if has_eos else matches
 
 
 def forget_truth_ratios(session: ModelSession) -> np.ndarray:
@@ -67,9 +73,8 @@ def _score_set(session: ModelSession, name: str) -> tuple[dict[str, Any], dict[s
     pert = session.perturbed_nlls(name) if session.data.has_truth_ratio(name) else None
     if name in ("forget", "retain") or pert is None:
         prob = tofu.probability(answer_nlls)
-    else:  # TOFU normalises by the perturbed answers on real authors / world facts
-        base = [s.nll for s in session.qa_scores(name, base_field(session, name))]
-        prob = tofu.normalized_probability(base, pert)
+    else:  # TOFU normalises the answer's probability by the perturbed answers' on these sets
+        prob = tofu.normalized_probability(answer_nlls, pert)
     columns["prob"] = prob.per_sample or []
     values: dict[str, Any] = {"prob": num(prob.value), "rouge": num(rouge.value), "truth_ratio": None}
     if pert is not None:
