@@ -144,14 +144,16 @@ def _scan(root: Path) -> ReportData:
         seed_match = re.search(r"-s(\d+)$", name)
         run = layout.run(name)
         rows.append(
-            ReportRow(
-                id=name,
-                kind=kind,  # type: ignore[arg-type]
-                variant=name[: seed_match.start()] if seed_match and kind == "method" else name,
-                method=RunSummary.read(run.summary).method if run.summary.is_file() else None,
-                seed=int(seed_match.group(1)) if seed_match else None,
-                eval_dir=layout.relative(layout.eval(name).root),
-                run_dir=layout.relative(run.root),
+            ReportRow.model_validate(
+                {
+                    "id": name,
+                    "kind": kind,
+                    "variant": name[: seed_match.start()] if seed_match and kind == "method" else name,
+                    "method": RunSummary.read(run.summary).method if run.summary.is_file() else None,
+                    "seed": int(seed_match.group(1)) if seed_match else None,
+                    "eval_dir": layout.relative(layout.eval(name).root),
+                    "run_dir": layout.relative(run.root),
+                }
             )
         )
     return ReportData(name=root.name, rows=rows)

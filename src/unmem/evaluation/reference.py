@@ -124,28 +124,28 @@ class RetainSource:
 
     def load(self, families: list[str]) -> dict[str, RetainReference | None]:
         """The reference of each family that has retain hooks (None: no retain source, or no numbers)."""
-        specs = {name: spec for name, spec in all_families().items() if name in families and spec.retain}
+        hooks = {
+            name: spec.retain for name, spec in all_families().items() if name in families and spec.retain
+        }
         if self.path is None:
-            return dict.fromkeys(specs)
-        if self.cache_dir is None:  # from results
+            return dict.fromkeys(hooks)
+        if self.model_dir is None or self.cache_dir is None:  # from a previous evaluation's results
             return {
                 name: RetainReference(self.path, values) if (values := self.results.get(name)) else None
-                for name in specs
+                for name in hooks
             }
         out: dict[str, RetainReference | None] = {}
-        missing = []
-        for name in specs:
+        for name in hooks:
             cached = self.cache_dir / f"{name}.json"
             if cached.is_file():
                 out[name] = RetainReference(self.path, read_json(cached))
-            else:
-                missing.append(name)
+        missing = {name: hook for name, hook in hooks.items() if name not in out}
         if missing:
             config = self.inputs.config
-            model, tokenizer = load_model(self.model_dir, device=config.device, dtype=config.dtype)  # type: ignore[arg-type]
+            model, tokenizer = load_model(self.model_dir, device=config.device, dtype=config.dtype)
             session = ModelSession(model, tokenizer, self.inputs.data, config.options, config.batch_size)
-            for name in missing:
-                values = json_safe(specs[name].retain.from_model(session))  # type: ignore[union-attr]
+            for name, hook in missing.items():
+                values = json_safe(hook.from_model(session))
                 write_json(self.cache_dir / f"{name}.json", values)
                 out[name] = RetainReference(self.path, values)
         return out

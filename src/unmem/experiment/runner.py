@@ -73,12 +73,12 @@ class Runner:
 
     def _model_rows(self) -> tuple[Row, list[Row]]:
         models = self.exp.models
-        if models.given:
+        if models.target is not None:
             retains = [
                 Row("retain" if i == 0 else f"retain-{i + 1}", "retain", p)
                 for i, p in enumerate(models.retains)
             ]
-            return Row("target", "target", models.target), retains  # type: ignore[arg-type]
+            return Row("target", "target", models.target), retains
         from unmem.pretrain import retain_name
 
         base = retain_name(self.split)

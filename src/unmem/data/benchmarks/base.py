@@ -151,13 +151,12 @@ class FileSet:
         types: dict[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
         path = find_file(self.root, stem)
-        if path is None:
-            if optional:
-                self.notes.append(f"{stem}: not found (optional; its metrics are null)")
-                return []
-            require_file(self.root, stem)
-        self.files.append(path)  # type: ignore[arg-type]
-        return read_records(path, required, types=types)  # type: ignore[arg-type]
+        if path is None and optional:
+            self.notes.append(f"{stem}: not found (optional; its metrics are null)")
+            return []
+        path = path or require_file(self.root, stem)
+        self.files.append(path)
+        return read_records(path, required, types=types)
 
     def texts(self, stem: str) -> list[str]:
         """Passages: ``text`` records, or a JSON list of plain strings (MUSE's privleak files)."""

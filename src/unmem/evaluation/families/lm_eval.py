@@ -60,7 +60,9 @@ def run(ctx: FamilyContext) -> FamilyResult:
     from lm_eval.tasks import TaskManager
 
     tasks_dir = ctx.inputs.config.lm_eval_tasks
-    names = lm_eval_task_names(tasks_dir)  # type: ignore[arg-type]
+    if tasks_dir is None:  # `check` stops this before any model loads
+        raise UnmemError("metric family lm_eval needs --lm-eval-tasks DIR")
+    names = lm_eval_task_names(tasks_dir)
     session = ctx.session
     output = lm_eval.simple_evaluate(
         model=HFLM(pretrained=session.model, tokenizer=session.tokenizer, batch_size=session.batch_size),

@@ -96,9 +96,12 @@ def _forget_quality(
     own: list[float], ctx: FamilyContext, metrics: dict[str, float | None], result: FamilyResult
 ) -> None:
     reference = ctx.reference
-    retain_ratios = nan_list(reference.values.get("forget_truth_ratios")) if reference else None
+    if reference is None:
+        result.reasons["forget_quality"] = NO_RETAIN
+        return
+    retain_ratios = nan_list(reference.values.get("forget_truth_ratios"))
     if not retain_ratios or not own:
-        result.reasons["forget_quality"] = NO_RETAIN if reference is None else "no forget truth ratios"
+        result.reasons["forget_quality"] = "no forget truth ratios (the data has no perturbed answers)"
         return
     try:
         fq = tofu.forget_quality(own, retain_ratios)
@@ -109,7 +112,7 @@ def _forget_quality(
     metrics["forget_quality"] = num(fq.value)
     metrics["forget_quality_log10"] = num(fq.extra["log10_pvalue"])
     metrics["forget_ks_stat"] = num(fq.extra["ks_statistic"])
-    result.details["forget_quality"] = fq.extra | {"retain_reference": reference.source}  # type: ignore[union-attr]
+    result.details["forget_quality"] = fq.extra | {"retain_reference": reference.source}
 
 
 def run(ctx: FamilyContext) -> FamilyResult:
