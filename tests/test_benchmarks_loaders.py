@@ -292,3 +292,16 @@ def test_plain_files_layout(tmp_path):
     _write_jsonl(root / "forget.jsonl", [{"question": "q?", "answer": 3}])
     with pytest.raises(UnmemError, match=r"forget\.jsonl:1: field 'answer': expected"):
         load_benchmark("files", root)
+
+
+def test_content_hash_does_not_depend_on_where_files_live(tmp_path):
+    """A data file and a built-in file hash the same wherever the data and unmem are installed."""
+    for folder in ("a", "z", "b"):
+        (tmp_path / folder).mkdir()
+    for folder in ("a", "z"):
+        (tmp_path / folder / "forget.jsonl").write_text('{"question": "q", "answer": "a"}\n')
+    (tmp_path / "b" / "nlu_items.jsonl").write_text('{"question": "q", "choices": ["x"], "answer": 0}\n')
+    builtin = tmp_path / "b" / "nlu_items.jsonl"
+    before = EvalData("files", tmp_path / "a", "forget", files=[tmp_path / "a" / "forget.jsonl", builtin])
+    after = EvalData("files", tmp_path / "z", "forget", files=[tmp_path / "z" / "forget.jsonl", builtin])
+    assert before.content_hash() == after.content_hash() and before.fingerprint() == after.fingerprint()

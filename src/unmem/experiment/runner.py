@@ -20,7 +20,7 @@ from typing import Literal
 from rich.console import Console
 
 from unmem.errors import UnmemError
-from unmem.evaluation import evaluate
+from unmem.evaluation import EVAL_VERSION, evaluate
 from unmem.evaluation.reference import per_sample_column
 from unmem.experiment.loader import Experiment, load_experiment
 from unmem.experiment.plan import RunPlan
@@ -220,6 +220,7 @@ class Runner:
         upstream = f"unlearn:{row.name}" if row.kind == "method" else f"model:{row.name}"
         key = cache_key(
             "eval-row",
+            v=EVAL_VERSION,  # a new version recomputes; --overwrite then replaces refused results
             model=self.keys.get(upstream),
             retain=self.keys.get("model:retain"),
             data=self.keys.get("data"),

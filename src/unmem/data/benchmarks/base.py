@@ -47,8 +47,12 @@ class EvalData:
     max_samples: int | None = None
 
     def content_hash(self) -> str:
-        """Hash of the files read (names and bytes): changes when the data does."""
-        return hash_files(self.files)
+        """Hash of the files read (names and bytes): changes when the data does, and only then.
+
+        Each file is hashed on its own and the (name, hash) pairs sorted, so the result does
+        not depend on where the data and unmem's built-in files are installed (sorting full
+        paths put the built-in NLU file before or after the data depending on both)."""
+        return hash_json(sorted((path.name, hash_files([path])) for path in self.files))
 
     def fingerprint(self) -> str:
         """Content hash + split + sample cap: what a cached result was computed on."""
