@@ -464,3 +464,17 @@ def test_exact_memorisation_and_extraction_strength_leave_out_the_eos():
     ]  # ES 1, EM 1: the answer is known
     session.tokenizer.eos_token_id = None  # nothing was appended: every label is an answer token
     assert answer_matches(session, "forget")[0].tolist() == [True, True, True, False]
+
+
+def test_privleak_against_a_published_retrain_auc(tiny_model_dir, published_layouts, tmp_path):
+    """Without a retain model, PrivLeak can use the retrain model's AUC as MUSE's constants give it."""
+    _, muse = published_layouts
+    common = {"benchmark": "muse", "data": muse, "split": "forget", "metrics": ["muse"], "max_samples": 3}
+    out = evaluate(tiny_model_dir, out_dir=tmp_path / "a", options=FAST, **common)
+    summary = read_summary(out)
+    assert summary.metrics["privleak"] is None and "privleak_retain_auc" in summary.reasons["privleak"]
+    given = replace(FAST, privleak_retain_auc=0.5)
+    metrics = read_summary(evaluate(tiny_model_dir, out_dir=tmp_path / "b", options=given, **common)).metrics
+    assert metrics["privleak"] == pytest.approx((metrics["privleak_auc"] - 0.5) / 0.5 * 100)
+    with pytest.raises(UnmemError, match=r"eval option privleak_retain_auc must be an AUC in \(0, 1\]"):
+        replace(FAST, privleak_retain_auc=0.0)

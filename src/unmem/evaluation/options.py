@@ -56,6 +56,9 @@ class EvalOptions:
     knowmem_max_new_tokens: int = 32  # MUSE: 32
     verbmem_max_new_tokens: int = 128  # MUSE: 128
     min_k: float = 0.4  # Min-K% fraction; PrivLeak always uses MUSE's 0.4
+    # PrivLeak without a retain model: the retrain model's MUSE AUC as a number, as MUSE's own
+    # eval.py takes it from its constants (AUC_RETRAIN) for the published news / books models.
+    privleak_retain_auc: float | None = None
     gradnorm_samples: int = 64  # per side: one backward pass per sample
     el_orders: tuple[int, ...] = (3, 5, 10)  # DI reports EL_3, EL_5, EL_10
     el_stride: int = 8
@@ -78,6 +81,10 @@ class EvalOptions:
         for name in ("knowmem_shots", "gradnorm_samples"):
             if getattr(self, name) < 0:
                 raise OptionError(name, f"must be >= 0, got {getattr(self, name)}")
+        if self.privleak_retain_auc is not None and not 0 < self.privleak_retain_auc <= 1:
+            raise OptionError(
+                "privleak_retain_auc", f"must be an AUC in (0, 1], got {self.privleak_retain_auc}"
+            )
         if not 0 < self.min_k <= 1:
             raise OptionError("min_k", f"must be in (0, 1], got {self.min_k}")
         if not self.el_orders or min(self.el_orders) < 1:

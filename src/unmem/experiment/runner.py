@@ -354,8 +354,9 @@ class Runner:
             for metric, why in summary.reasons.items():
                 if all(s.metrics.get(metric) is None for s in summaries):
                     reasons.setdefault(metric, why)
-        if not self.retains:
-            reasons |= {metric: NO_RETAIN for metric in RETAIN_METRICS}
+        if not self.retains:  # the experiment's reason says what to change in the file
+            empty = [m for m in RETAIN_METRICS if all(s.metrics.get(m) is None for s in summaries)]
+            reasons |= dict.fromkeys(empty, NO_RETAIN)
         return reasons
 
 

@@ -84,10 +84,17 @@ def _privleak(ctx: FamilyContext, metrics: dict[str, float | None], result: Fami
     result.rows += sample_rows("privleak_holdout", holdout_items, min_k_40=own_h.tolist())
     values = ctx.reference.values if ctx.reference else {}
     ret_f, ret_h = nan_list(values.get("privleak_forget")), nan_list(values.get("privleak_holdout"))
-    if not ret_f or not ret_h:
-        result.reasons["privleak"] = "no retain model to compare with (--retain-model or --retain-results)"
+    if ret_f and ret_h:
+        ret_auc = muse_auc(ret_f, ret_h)
+    elif ctx.session.opts.privleak_retain_auc is not None:
+        ret_auc = ctx.session.opts.privleak_retain_auc
+        result.details["privleak_auc_retain_from"] = "option privleak_retain_auc"
+    else:
+        result.reasons["privleak"] = (
+            "no retain model to compare with (--retain-model, --retain-results, "
+            "or the retrain model's AUC as option privleak_retain_auc)"
+        )
         return
-    ret_auc = muse_auc(ret_f, ret_h)
     result.details["privleak_auc_retain"] = ret_auc
     if auc is not None and ret_auc is not None:
         metrics["privleak"] = num(mia.privleak(auc, ret_auc))
