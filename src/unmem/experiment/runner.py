@@ -146,9 +146,10 @@ class Runner:
                 self.keys["data"] = World.load(self.data_dir).content_hash()
             else:
                 files = get_benchmark(bench.name).unlearn_files(self.data_dir, self.split)
-                eval_files = load_benchmark(bench.name, self.data_dir, self.split).files
-                self.keys["data"] = hash_files(
-                    [files.forget, *[f for f in (files.retain,) if f], *eval_files]
+                self.keys["data"] = cache_key(
+                    "benchmark-data",
+                    eval=load_benchmark(bench.name, self.data_dir, self.split).content_hash(),
+                    unlearn=[hash_files([path]) for path in (files.forget, files.retain) if path],
                 )
             return False
         self.keys["data"] = cache_key("world", config=bench.world_config.model_dump(mode="json"))
