@@ -41,7 +41,8 @@ class Row:
     name: str
     kind: Literal["target", "retain", "method"]
     model: Path
-    plan: RunPlan | None = None
+    plan: RunPlan | None = None  # method rows: the run
+    seed: int | None = None  # retain models trained here: their seed
 
 
 def _model_key(path: Path) -> str:
@@ -81,11 +82,12 @@ class Runner:
             return Row("target", "target", models.target), retains
         from unmem.pretrain import retain_name
 
-        base = retain_name(self.split)
-        seeds = models.retain_seeds or [models.pretrain.seed]
-        extra = [s for s in seeds if s != models.pretrain.seed]
-        retains = [Row("retain", "retain", self.out.models / base)]
-        retains += [Row(f"retain-seed{s}", "retain", self.out.models / f"{base}-seed{s}") for s in extra]
+        base, seed = retain_name(self.split), models.pretrain.seed
+        extra = [s for s in models.retain_seeds or [] if s != seed]
+        retains = [Row("retain", "retain", self.out.models / base, seed=seed)]
+        retains += [
+            Row(f"retain-seed{s}", "retain", self.out.models / f"{base}-seed{s}", seed=s) for s in extra
+        ]
         return Row("target", "target", self.out.models / "target"), retains
 
     @property
@@ -177,9 +179,10 @@ class Runner:
         models = self.exp.models
         world = World.load(self.data_dir)
         wanted = [(self.target.model, None, models.pretrain)]
-        for row in self.retains:
-            seed = int(row.name.removeprefix("retain-seed")) if row.name != "retain" else models.pretrain.seed
-            wanted.append((row.model, self.split, models.pretrain.model_copy(update={"seed": seed})))
+        wanted += [
+            (row.model, self.split, models.pretrain.model_copy(update={"seed": row.seed}))
+            for row in self.retains
+        ]
         if all(is_current(world, path, split, config) for path, split, config in wanted):
             return False
         # Passed only when asked for: train_world_models gained the keyword with the noise floor.
