@@ -182,6 +182,13 @@ def is_unmem_output(path: str | Path) -> bool:
     return (Path(path) / OUTPUT_MARKER).is_file()
 
 
+def mark_output(directory: str | Path) -> None:
+    """Put unmem's marker in ``directory``: what makes it replaceable by ``--overwrite`` later."""
+    marker = Path(directory) / OUTPUT_MARKER
+    if not marker.is_file():
+        write_text_atomic(marker, "written by unmem; `--overwrite` may replace this directory\n")
+
+
 def check_replaceable(final: str | Path, overwrite: bool) -> None:
     """Refuse to replace ``final`` unless asked to, and never a directory unmem did not write.
 
@@ -199,6 +206,48 @@ def check_replaceable(final: str | Path, overwrite: bool) -> None:
         raise UnmemError(
             f"{final}: not written by unmem (no {OUTPUT_MARKER}); refusing to replace it with --overwrite"
         )
+
+
+def _relation(out: Path, source: Path) -> str | None:
+    if out == source:
+        return "is"
+    if source in out.parents:
+        return "is inside"
+    if out in source.parents:
+        return "contains"
+    return None
+
+
+def check_not_an_input(
+    out: str | Path, inputs: Mapping[str, str | Path | None], *, flag: str = "--out"
+) -> Path:
+    """The resolved ``out``, refusing one that is, holds or sits inside any input.
+
+    Paths are compared after resolving symbolic links, so a link cannot smuggle an input
+    under the output (or the output into an input).
+    """
+    resolved = Path(out).resolve()
+    for name, source in inputs.items():
+        if source is None:
+            continue
+        relation = _relation(resolved, Path(source).resolve())
+        if relation:
+            raise UnmemError(
+                f"{flag} {resolved} {relation} the input {name} {Path(source).resolve()}; "
+                f"unmem never writes into its inputs"
+            )
+    return resolved
+
+
+def first_difference(old: Any, new: Any, path: str = "") -> str | None:
+    """The first place where two JSON values differ, as 'path old -> new' (None: equal)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            found = first_difference(old.get(key), new.get(key), f"{path}.{key}" if path else str(key))
+            if found:
+                return found
+        return None
+    return None if old == new else f"{path or 'value'} {old!r} -> {new!r}"
 
 
 def _normalise_modes(root: Path) -> None:
@@ -233,7 +282,7 @@ def atomic_dir(final: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".partial"))
     try:
         yield staging
-        (staging / OUTPUT_MARKER).write_text("written by unmem; `--overwrite` may replace this directory\n")
+        mark_output(staging)
         _normalise_modes(staging)
         trash = None
         if final.exists():
