@@ -130,3 +130,17 @@ def micro_world_dir(tmp_path_factory):
 def published_layouts(micro_world_dir, tmp_path_factory) -> tuple[Path, Path]:
     """(TOFU directory, MUSE directory) as published, holding the micro world's sets."""
     return write_published_layouts(micro_world_dir, tmp_path_factory.mktemp("published"))
+
+
+QA_ROWS = [
+    {"question": f"Where was {name} born?", "answer": f"{name} was born in {city}."}
+    for name, city in [("Ilvan Marek", "Dunmore"), ("Sela Kovar", "Fennick"), ("Orin Vale", "Corriven"),
+                       ("Edda Lund", "Jessaly")]
+]  # fmt: skip
+
+def write_qa_files(root: Path) -> Path:
+    """A `files` layout (forget, retain, holdout) of four QA pairs each."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in ("forget", "retain", "holdout"):
+        (root / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in QA_ROWS))
+    return root

@@ -108,8 +108,10 @@ def test_evaluate_against_itself_then_cache_hit(tiny_model_dir, world, tmp_path)
         assert -1.0 <= metrics["forget_embedding_sim"] <= 1.0
     for key in ("model", "model_hash", "benchmark", "split", "retain_reference", "details"):
         assert key in summary
-    # The retain reference is cached next to the evaluations, for every method to share.
-    assert list((tmp_path / "evals" / ".retain_cache").glob("*/tofu.json"))
+    # The retain reference is cached inside the output (issue 11: it used to land in the parent of
+    # --out); `retain_cache_dir` (--retain-cache) names a folder that evaluations share.
+    assert list((out / "retain_cache").glob("*/tofu.json"))
+    assert sorted(p.name for p in (tmp_path / "evals").iterdir()) == ["tiny"]
 
     # One per-sample row per scored sample.
     from unmem.data.benchmarks import load_world

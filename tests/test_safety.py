@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from conftest import write_qa_files
 from unmem.cli import app
 from unmem.config import build_config
 from unmem.errors import UnmemError
@@ -263,3 +264,112 @@ def test_published_files_follow_the_umask(setup, tmp_path):
     assert _cli_unlearn(models / "target", forget, tmp_path / "out")[0] == 0
     weights = tmp_path / "out" / "model" / "model.safetensors"
     assert weights.stat().st_mode & 0o777 == (tmp_path / "out" / "summary.json").stat().st_mode & 0o777
+
+
+# -- must fix 3 for `unmem eval` and `unmem run`: one writer per output -------------------------------
+
+
+def _cli_eval(model: Path, data: Path, out: Path, *extra: str):
+    args = ["eval", "--model", str(model), "--data", str(data), "--benchmark", "files", "--out", str(out)]
+    args += ["--device", "cpu", "--metrics", "tofu", "--max-samples", "2", "--batch-size", "4", *extra]
+    return CliRunner().invoke(app, args)
+
+
+def test_a_second_eval_into_one_directory_fails_at_once(tiny_model_dir, tmp_path):
+    """main: two `unmem eval --out E` both exit 0, the summary of one overwrites the other's."""
+    data = write_qa_files(tmp_path / "data")
+    out = tmp_path / "eval"
+    with exclusive_lock(out):
+        result = _cli_eval(tiny_model_dir, data, out)
+    assert (
+        result.exit_code == 2 and "in use by pid" in result.output and "choose another --out" in result.output
+    )
+    assert not out.exists()
+    assert _cli_eval(tiny_model_dir, data, out).exit_code == 0  # released: the next one goes ahead
+    assert (out / "summary.json").is_file() and not out.with_name("eval.lock").exists()
+
+
+# -- should fix: `unmem eval` writes only inside its output ---------------------------------------------
+
+
+def test_eval_never_writes_into_its_model_or_data(tiny_model_dir, tmp_path):
+    data = write_qa_files(tmp_path / "data")
+    before = _tree_hash(tmp_path)
+    for out, message in (
+        (tiny_model_dir / "eval", "is inside the input model"),
+        (data, "is the input data"),
+        (tmp_path, "contains the input"),
+    ):
+        result = _cli_eval(tiny_model_dir, data, out, "--overwrite")
+        assert result.exit_code == 2 and message in result.output, result.output
+    assert _tree_hash(tmp_path) == before
+
+
+def test_eval_replaces_only_an_earlier_evaluation(tiny_model_dir, tmp_path):
+    data = write_qa_files(tmp_path / "data")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "summary.json").write_text('{"my": "notes"}')
+    result = _cli_eval(tiny_model_dir, data, mine, "--overwrite")
+    assert result.exit_code == 2 and "not an `unmem eval` output" in result.output
+    assert (mine / "summary.json").read_text() == '{"my": "notes"}'
+    out = tmp_path / "eval"
+    assert _cli_eval(tiny_model_dir, data, out).exit_code == 0
+    assert _cli_eval(tiny_model_dir, data, out, "--overwrite").exit_code == 0
+
+
+def test_eval_keeps_the_retain_cache_under_its_output(tiny_model_dir, tmp_path):
+    """main wrote `.retain_cache` into the parent of --out."""
+    data = write_qa_files(tmp_path / "data")
+    evals = tmp_path / "evals"
+    result = _cli_eval(tiny_model_dir, data, evals / "a", "--retain-model", str(tiny_model_dir))
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in evals.iterdir()) == ["a"]
+    assert list((evals / "a" / "retain_cache").glob("*/tofu.json"))
+    shared = tmp_path / "cache"
+    result = _cli_eval(
+        tiny_model_dir,
+        data,
+        evals / "b",
+        "--retain-model",
+        str(tiny_model_dir),
+        "--retain-cache",
+        str(shared),
+    )
+    assert result.exit_code == 0 and list(shared.glob("*/tofu.json"))
+    result = _cli_eval(tiny_model_dir, data, evals / "c", "--retain-cache", str(tiny_model_dir / "cache"))
+    assert (
+        result.exit_code == 2
+        and "--retain-cache" in result.output
+        and "is inside the input model" in result.output
+    )
+
+
+def test_lm_eval_tasks_that_import_python_need_trust(tiny_model_dir, tmp_path, monkeypatch):
+    """main imported the Python a task YAML names (``!function``) without any trust flag."""
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: object() if name == "lm_eval" else real_find_spec(name, *a),
+    )
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "t.yaml").write_text("task: t\ndataset_path: json\nprocess_docs: !function utils.process_docs\n")
+    data = write_qa_files(tmp_path / "data")
+    result = _cli_eval(
+        tiny_model_dir, data, tmp_path / "out", "--metrics", "lm_eval", "--lm-eval-tasks", str(tasks)
+    )
+    assert result.exit_code == 2, result.output
+    assert (
+        f"{tasks / 't.yaml'}:3 (!function utils.process_docs)" in result.output
+        and "--trust-remote-code" in result.output
+    )
+
+    from unmem.evaluation.families.lm_eval import check
+    from unmem.evaluation.options import EvalConfig
+    from unmem.evaluation.registry import EvalInputs
+
+    check(EvalInputs(None, EvalConfig(lm_eval_tasks=tasks, trust_remote_code=True)))  # type: ignore[arg-type]

@@ -308,11 +308,25 @@ def eval_cmd(
         "a wrong name lists the known ones).",
     ),
     lm_eval_tasks: str | None = typer.Option(None, help="Directory of lm-eval task YAMLs (lm_eval family)."),
+    trust_remote_code: bool = typer.Option(
+        False,
+        "--trust-remote-code",
+        help="Run Python that is not unmem's: the model's own code, or what --lm-eval-tasks files "
+        "name with !function.",
+    ),
+    retain_cache: str | None = typer.Option(
+        None,
+        help="Where the retain model's numbers are cached (default: OUT/retain_cache); "
+        "one folder can serve every evaluation against the same retain model.",
+    ),
     device: str = typer.Option("auto", help="auto, cpu or cuda[:N]."),
     dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16."),
     batch_size: int = typer.Option(32, help="Scoring and generation batch size."),
     max_samples: int | None = typer.Option(None, help="Cap every evaluation set (quick looks)."),
-    overwrite: bool = typer.Option(False, help="Recompute every family, ignoring cached results."),
+    overwrite: bool = typer.Option(
+        False,
+        help="Recompute every family, ignoring cached results (in an earlier `unmem eval` output only).",
+    ),
     threads: int | None = typer.Option(
         None, help="torch CPU threads (default: torch's; 1 is fastest for small models on busy cores)."
     ),
@@ -322,7 +336,11 @@ def eval_cmd(
         "(docs/conventions.md).",
     ),
 ) -> None:
-    """Evaluate a model: TOFU, MUSE, MIA, extraction and utility metrics (cached per family)."""
+    """Evaluate a model: TOFU, MUSE, MIA, extraction and utility metrics (cached per family).
+
+    Re-running resumes: families already in OUT/summary.json with the same inputs are reused.
+    OUT may not be, hold or sit inside an input; while it runs, OUT.lock names its owner.
+    """
     from unmem.evaluation import EvalOptions, evaluate, family_names, read_summary
 
     if retain_model and retain_results:
@@ -337,6 +355,7 @@ def eval_cmd(
         retain_model=retain_model,
         retain_results=retain_results,
         reference_model=reference_model,
+        retain_cache_dir=retain_cache,
         overwrite=overwrite,
         metrics=families,
         device=device,
@@ -344,6 +363,7 @@ def eval_cmd(
         batch_size=batch_size,
         max_samples=max_samples,
         lm_eval_tasks=lm_eval_tasks,
+        trust_remote_code=trust_remote_code,
         threads=threads,
         options=EvalOptions(convention=convention),  # type: ignore[arg-type]
     )

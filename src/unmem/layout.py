@@ -11,7 +11,7 @@ from pathlib import Path
 
 
 class EvalDir:
-    """``summary.json`` and ``per_sample/<family>.jsonl``."""
+    """``summary.json``, ``per_sample/<family>.jsonl`` and ``retain_cache/``."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -28,9 +28,9 @@ class EvalDir:
         return self.per_sample_dir / f"{family}.jsonl"
 
     @property
-    def shared_retain_cache(self) -> Path:
-        """Default retain-reference cache: next to the evaluation, so its neighbours share it."""
-        return self.root.parent / ".retain_cache"
+    def retain_cache(self) -> Path:
+        """Default retain-reference cache: inside the output (``--retain-cache DIR`` shares one)."""
+        return self.root / "retain_cache"
 
 
 class RunDir:

@@ -23,14 +23,56 @@ MODEL_FILE_PATTERNS = (
 )
 
 
+def base_model(model_dir: Path) -> Path | None:
+    """The base model an adapter or method layers sit on (named in their model card), if any."""
+    card = model_dir / MODEL_CARD
+    if not card.is_file():
+        return None
+    base = read_json(card).get("base_model")
+    return Path(base) if base else None
+
+
 def model_files(model_dir: Path) -> list[Path]:
     files = sorted({p for pattern in MODEL_FILE_PATTERNS for p in model_dir.glob(pattern) if p.is_file()})
-    card = model_dir / MODEL_CARD
-    if card.is_file():  # adapter / method layers over a base: the base's weights count too
-        base = Path(read_json(card).get("base_model", ""))
-        if base.is_dir():
-            files += model_files(base)
+    base = base_model(model_dir)
+    if base is not None and base.is_dir():  # adapter / method layers over a base: its weights count too
+        files += model_files(base)
     return files
+
+
+def check_weights(model_dir: Path) -> None:
+    """Fail before anything loads or is written on weights that could not load: a truncated or
+    corrupt ``*.safetensors`` (its header says how long it must be), or ``*.bin`` weights that
+    hold Python objects besides tensors (unmem never unpickles those). The messages are
+    those of ``unmem.models.load_model``; the base model of an adapter is checked too."""
+    import pickle
+
+    import torch
+    from safetensors import SafetensorError, safe_open
+
+    for path in sorted(model_dir.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), "pt") as handle:
+                handle.keys()
+        except (SafetensorError, OSError) as exc:
+            raise UnmemError(
+                f"{model_dir}: a *.safetensors file is truncated or corrupt ({path.name}: "
+                f"{str(exc).splitlines()[0]}); copy or save the model again"
+            ) from None
+    bins = [] if any(model_dir.glob("*.safetensors")) else sorted(model_dir.glob("*.bin"))
+    for path in bins:  # transformers reads *.bin only without safetensors
+        try:
+            torch.load(path, weights_only=True, map_location="meta")
+        except pickle.UnpicklingError:
+            raise UnmemError(
+                f"{model_dir}: the *.bin weights hold Python objects besides tensors, and unmem never "
+                "unpickles those (they can run code); convert the weights to safetensors"
+            ) from None
+        except (RuntimeError, OSError, EOFError) as exc:
+            raise UnmemError(f"{path}: unreadable weights ({str(exc).splitlines()[0]})") from None
+    base = base_model(model_dir)
+    if base is not None and base.is_dir():
+        check_weights(base)
 
 
 def model_hash(model_dir: str | Path) -> str:

@@ -115,6 +115,9 @@ class EvalConfig(BaseModel):
     # when the cores are shared: two threads on two busy cores ran a world evaluation 7x slower.
     threads: int | None = Field(None, gt=0)
     lm_eval_tasks: Path | None = None  # lm-eval task YAMLs (the lm_eval family)
+    # Run Python that is not unmem's: a model's own code (auto_map) or what lm-eval task files
+    # name (``!function``). Off by default; it changes no number, so no cache key holds it.
+    trust_remote_code: bool = False
     options: EvalOptions = Field(default_factory=EvalOptions)
 
     @field_validator("device")

@@ -7,6 +7,11 @@ task files). A family whose key matches ``summary.json`` is not recomputed (and 
 is not even loaded when nothing is left to do); ``summary.cached`` says which families
 this call reused. The summary is rewritten after every family, so an interrupted run
 resumes where it stopped.
+
+Safety: the output is checked before anything loads: it may not be, hold or sit inside an
+input (model, base model, data, retain and reference models, retain results, lm-eval
+tasks), and an existing one must be empty or an earlier ``unmem eval`` output (it carries
+``.unmem-output``). While it runs, ``OUT.lock`` names the process that owns ``OUT``.
 """
 
 from __future__ import annotations
@@ -25,12 +30,21 @@ from tqdm.auto import tqdm
 from unmem.config import describe_validation_error
 from unmem.data.benchmarks import load_benchmark
 from unmem.errors import UnmemError
-from unmem.evaluation.cache import dtype_name, family_key, model_hash
+from unmem.evaluation.cache import base_model, check_weights, dtype_name, family_key, model_hash
 from unmem.evaluation.options import EVAL_VERSION, EvalConfig
-from unmem.evaluation.reference import RetainSource
+from unmem.evaluation.reference import RetainSource, results_dir
 from unmem.evaluation.registry import EvalInputs, FamilyContext, FamilySpec, all_families, resolve_families
 from unmem.evaluation.session import ModelSession
-from unmem.io import json_safe, write_jsonl
+from unmem.io import (
+    OUTPUT_MARKER,
+    check_not_an_input,
+    exclusive_lock,
+    is_unmem_output,
+    json_safe,
+    mark_output,
+    read_json,
+    write_jsonl,
+)
 from unmem.layout import EvalDir
 from unmem.models import load_model, resolve_model_dir
 from unmem.results import EvalSummary
@@ -137,7 +151,7 @@ def plan_evaluation(
         "data_fingerprint": eval_data.fingerprint(),
     }
     previous = _previous_summary(out, overwrite, base)
-    cache_dir = Path(retain_cache_dir) if retain_cache_dir is not None else out.shared_retain_cache
+    cache_dir = Path(retain_cache_dir) if retain_cache_dir is not None else out.retain_cache
     retain = RetainSource(
         retain_model=retain_model, retain_results=retain_results, inputs=inputs, cache_dir=cache_dir
     )
@@ -173,10 +187,68 @@ def plan_evaluation(
     return EvalPlan(model_path, inputs, out, families, keys, todo, retain, summary)
 
 
+def input_paths(
+    model_dir: str | Path,
+    *,
+    data: str | Path,
+    retain_model: str | Path | None,
+    retain_results: str | Path | None,
+    reference_model: str | Path | None,
+    lm_eval_tasks: Path | None,
+) -> dict[str, Path | None]:
+    """Every path an evaluation reads: model directories resolved, with the base models they name."""
+    paths: dict[str, Path | None] = {"data": Path(data), "lm-eval tasks": lm_eval_tasks}
+    if retain_results is not None:
+        paths["retain results"] = results_dir(Path(retain_results))[0]
+    for name, given in (
+        ("model", model_dir),
+        ("retain model", retain_model),
+        ("reference model", reference_model),
+    ):
+        if given is not None:
+            paths[name] = resolve_model_dir(given)
+            paths[f"{name}'s base"] = base_model(paths[name])
+    return paths
+
+
+def _is_eval_output(path: Path) -> bool:
+    """Marked by unmem, or an evaluation written before the marker existed (its summary says so)."""
+    if is_unmem_output(path):
+        return True
+    if not (path / "summary.json").is_file():
+        return False
+    try:
+        summary = read_json(path / "summary.json")
+    except UnmemError:
+        return False
+    return isinstance(summary, dict) and bool(summary.get("model_hash")) and "metric_ids" in summary
+
+
+def check_eval_output(
+    out_dir: str | Path, inputs: dict[str, Path | None], retain_cache_dir: str | Path | None
+) -> Path:
+    """The resolved output, checked: never an input, and only empty or an earlier evaluation
+    (``--overwrite`` recomputes results; it never makes a user's folder writable)."""
+    out = check_not_an_input(out_dir, inputs)
+    if retain_cache_dir is not None:
+        check_not_an_input(retain_cache_dir, inputs, flag="--retain-cache")
+    if out.exists() and not out.is_dir():
+        raise UnmemError(f"--out {out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not _is_eval_output(out):
+        raise UnmemError(
+            f"--out {out}: not empty and not an `unmem eval` output (no {OUTPUT_MARKER}); "
+            "choose another --out"
+        )
+    return out
+
+
 def run_plan(plan: EvalPlan) -> None:
     """Compute the families of ``plan.todo``, rewriting the summary after each one."""
     config = plan.inputs.config
-    model, tokenizer = load_model(plan.model_path, device=config.device, dtype=config.dtype)
+    model, tokenizer = load_model(
+        plan.model_path, device=config.device, dtype=config.dtype, trust_remote_code=config.trust_remote_code
+    )
+    mark_output(plan.out.root)  # the first write, once the model has loaded
     session = ModelSession(model, tokenizer, plan.inputs.data, config.options, config.batch_size)
     references = plan.retain.load(plan.todo)
     summary = plan.summary
@@ -215,11 +287,21 @@ def evaluate(
     """Evaluate ``model_dir`` and return ``out_dir`` (holding summary.json and per_sample/).
 
     ``config`` (or keyword settings laid over it: ``metrics``, ``batch_size``,
-    ``max_samples``, ``device``, ``dtype``, ``threads``, ``lm_eval_tasks``, ``options``)
-    says how; the families, the retain reference and caching: ``unmem.evaluation``.
+    ``max_samples``, ``device``, ``dtype``, ``threads``, ``lm_eval_tasks``, ``trust_remote_code``,
+    ``options``) says how; the families, the retain reference and caching: ``unmem.evaluation``.
+    The retain model's numbers are cached in ``retain_cache_dir`` (default: ``OUT/retain_cache``).
     """
     resolved = eval_config(config, settings)
-    with torch_threads(resolved.threads):
+    paths = input_paths(
+        model_dir,
+        data=data,
+        retain_model=retain_model,
+        retain_results=retain_results,
+        reference_model=reference_model,
+        lm_eval_tasks=resolved.lm_eval_tasks,
+    )
+    out = check_eval_output(out_dir, paths, retain_cache_dir)
+    with exclusive_lock(out), torch_threads(resolved.threads):
         plan = plan_evaluation(
             model_dir,
             benchmark=benchmark,
@@ -234,8 +316,12 @@ def evaluate(
             config=resolved,
         )
         if plan.todo:
+            for name in ("model", "retain model", "reference model"):
+                if paths.get(name) is not None:
+                    check_weights(paths[name])  # before anything loads: a corrupt file is one line
             run_plan(plan)
         else:
+            mark_output(plan.out.root)
             plan.summary.write(plan.out.summary)
     return plan.out.root
 

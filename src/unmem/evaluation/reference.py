@@ -2,9 +2,9 @@
 details compare against, per family.
 
 ``retain_model`` evaluates the retain model once per family and caches the numbers in
-``<cache_dir>/<key>/<family>.json`` (the experiment runner and ``unmem eval`` put the cache
-next to the evaluations, so every method evaluated there shares it; key = retain weights
-+ data + dtype + options). ``retain_results`` reads a previous ``unmem eval --out`` of the
+``<cache_dir>/<key>/<family>.json`` (key = retain weights + data + dtype + options).
+``unmem eval`` keeps the cache inside its output unless ``--retain-cache DIR`` names a
+shared one; the experiment runner shares ``eval/.retain_cache`` between its rows. ``retain_results`` reads a previous ``unmem eval --out`` of the
 retain model instead (used only when no ``retain_model`` is given); its data must be the
 data evaluated now.
 """
@@ -142,7 +142,12 @@ class RetainSource:
         missing = {name: hook for name, hook in hooks.items() if name not in out}
         if missing:
             config = self.inputs.config
-            model, tokenizer = load_model(self.model_dir, device=config.device, dtype=config.dtype)
+            model, tokenizer = load_model(
+                self.model_dir,
+                device=config.device,
+                dtype=config.dtype,
+                trust_remote_code=config.trust_remote_code,
+            )
             session = ModelSession(model, tokenizer, self.inputs.data, config.options, config.batch_size)
             for name, hook in missing.items():
                 values = json_safe(hook.from_model(session))

@@ -76,6 +76,8 @@ class FamilySpec:
     headline: tuple[str, ...] = ()  # report columns shown first, in this order
     retain: RetainHooks | None = None  # set when the family compares against a retain model
     check: Callable[[EvalInputs], None] | None = None  # raises UnmemError when it cannot run at all
+    # The part of ``check`` that needs only the settings: experiments call it when the file is read
+    check_settings: Callable[[EvalConfig], None] | None = None
     cache_inputs: Callable[[EvalInputs], Any] | None = None  # extra inputs of its cache key
     order: int = 100  # position in tables and reports; the built-in families come first
 
