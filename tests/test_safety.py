@@ -373,3 +373,22 @@ def test_lm_eval_tasks_that_import_python_need_trust(tiny_model_dir, tmp_path, m
     from unmem.evaluation.registry import EvalInputs
 
     check(EvalInputs(None, EvalConfig(lm_eval_tasks=tasks, trust_remote_code=True)))  # type: ignore[arg-type]
+
+
+def test_a_question_longer_than_max_length_keeps_its_answer_and_warns_once(setup, tmp_path):
+    """main cut the answer off (the example trained on nothing), silently."""
+    models, forget = setup
+    long = {
+        "question": "Where, of all the towns of the world, was Ilvan Marek born? " * 3,
+        "answer": "In Dunmore.",
+    }
+    _write(forget, [*FORGET, long])
+    config = tmp_path / "c.yaml"
+    config.write_text("max_length: 64\n")
+    code, output = _cli_unlearn(models / "target", forget, tmp_path / "out", "--config", str(config))
+    assert code == 0, output
+    warnings = [line for line in output.splitlines() if line.startswith("warning:")]
+    assert (
+        len(warnings) == 1
+        and "1 of 5 sequences are longer than max_length 64 (first: record 5)" in warnings[0]
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import functools
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -15,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from unmem.errors import UnmemError
+from unmem.errors import UnmemError, UnmemWarning
 
 app = typer.Typer(
     add_completion=False,
@@ -28,13 +29,23 @@ F = TypeVar("F", bound=Callable[..., Any])
 FIXABLE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
 
+def _show_warning(fallback: Callable[..., None], message: Any, category: type[Warning], *args: Any) -> None:
+    """unmem's own warnings as one yellow line, without the source line Python adds."""
+    if issubclass(category, UnmemWarning):
+        console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    else:
+        fallback(message, category, *args)
+
+
 def user_errors(func: F) -> F:
     """Turn UnmemError into a one-line message and exit code 2 instead of a traceback."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.showwarning = functools.partial(_show_warning, warnings.showwarning)
+                return func(*args, **kwargs)
         except UnmemError as exc:
             console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             sys.exit(2)

@@ -9,6 +9,10 @@ class UnmemError(Exception):
     """Bad input or a state the user can fix. The message is the whole story, on one line."""
 
 
+class UnmemWarning(UserWarning):
+    """Something the user should know that does not stop the run; the CLI prints it as one line."""
+
+
 def input_error(
     path: str | Path, message: str, *, line: int | None = None, field: str | None = None
 ) -> UnmemError:

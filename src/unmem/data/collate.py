@@ -3,7 +3,10 @@
 unmem's sequences are ``[bos] prompt answer [eos]`` (no bos in chat mode: the chat
 template brings its own tokens), with prompt and answer tokenised separately so the
 boundary is exact. Labels are -100 on the prompt and on padding, so losses and scores
-count answer tokens only. Batches are built by length bucketing (similar lengths
+count answer tokens only. A sequence longer than ``max_length`` loses the start of its
+question (after the bos) rather than the end of its answer, which is what trains and is
+scored; only an answer that alone does not fit is cut. ``warn_truncated`` says how many,
+once per data set. Batches are built by length bucketing (similar lengths
 together) rather than padding everything to a fixed length: on the world's short QA
 pairs that keeps padding under a few percent.
 
@@ -15,12 +18,14 @@ published tables; docs/conventions.md lists where and why the two differ.
 from __future__ import annotations
 
 import random
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from unmem.errors import UnmemWarning
 from unmem.logprobs import IGNORE_INDEX, SENSITIVE_MARKER
 
 DEFAULT_TEMPLATE = "Question: {question}\nAnswer:"
@@ -74,6 +79,28 @@ class Example:
     labels: list[int]
     weights: list[float] | None = None
     index: int = 0  # position of the source record, so per-sample results map back to it
+    # Longer than max_length: "prompt" (the question lost its start) or "answer" (answer tokens lost)
+    truncated: str | None = None
+
+
+class TruncationWarning(UnmemWarning):
+    """Sequences of a data set were longer than ``max_length``."""
+
+
+def warn_truncated(examples: Sequence[Example], max_length: int | None) -> None:
+    """One warning for a data set: how many sequences were cut, and how."""
+    cut = [e for e in examples if e.truncated is not None]
+    if not cut:
+        return
+    lost = sum(e.truncated == "answer" for e in cut)
+    how = [f"{len(cut) - lost} kept their answer (the question cut from the left)"] if len(cut) > lost else []
+    how += [f"{lost} lost answer tokens (their answer alone is too long)"] if lost else []
+    warnings.warn(
+        f"{len(cut)} of {len(examples)} sequences are longer than max_length {max_length} "
+        f"(first: record {cut[0].index + 1}): {'; '.join(how)}; raise max_length to keep them whole",
+        TruncationWarning,
+        stacklevel=3,
+    )
 
 
 def _special(tokenizer: Any, name: str) -> list[int]:
@@ -129,8 +156,8 @@ def encode_qa_reference(
     if eos is not None and (not full or full[-1] != eos):
         full.append(eos)
     labels = [IGNORE_INDEX] * len(prompt_ids) + full[len(prompt_ids) :]
-    if max_length is not None:
-        full, labels = full[:max_length], labels[:max_length]
+    if max_length is not None and len(full) > max_length:  # the reference's right truncation, kept exact
+        return Example(full[:max_length], labels[:max_length], None, index, truncated="answer")
     return Example(full, labels, None, index)
 
 
@@ -174,14 +201,37 @@ def encode_qa(
             SENSITIVE_MARKER if any(a < e and b > s for s, e in spans) else 1.0
             for a, b in encoded["offset_mapping"]
         ] + [1.0] * (len(answer_ids) - len(encoded["input_ids"]))
-    input_ids = prompt_ids + answer_ids
-    labels = [IGNORE_INDEX] * len(prompt_ids) + answer_ids
-    if weights is not None:
-        weights = [1.0] * len(prompt_ids) + weights
-    if max_length is not None and len(input_ids) > max_length:
-        input_ids, labels = input_ids[:max_length], labels[:max_length]
-        weights = None if weights is None else weights[:max_length]
-    return Example(input_ids, labels, weights, index)
+    example = Example(
+        prompt_ids + answer_ids,
+        [IGNORE_INDEX] * len(prompt_ids) + answer_ids,
+        None if weights is None else [1.0] * len(prompt_ids) + weights,
+        index,
+    )
+    if max_length is not None and len(example.input_ids) > max_length:
+        return _shorten(example, len(bos), len(prompt_ids), max_length)
+    return example
+
+
+def _shorten(example: Example, keep: int, prompt_length: int, max_length: int) -> Example:
+    """Cut ``example`` to ``max_length``: the question from the left (after the first ``keep``
+    tokens, the bos) when the whole answer then fits with some of it, else the answer's end.
+
+    The answer is what trains and is scored: cutting it off instead would leave a long
+    question's example with few or no labels.
+    """
+    room = max_length - keep - (len(example.input_ids) - prompt_length)  # question tokens that fit
+    if room >= 1:
+        drop = slice(keep, prompt_length - room)
+        kind = "prompt"
+    else:
+        drop = slice(max_length, len(example.input_ids))
+        kind = "answer"
+
+    def cut(values: list) -> list:
+        return values[: drop.start] + values[drop.stop :]
+
+    weights = None if example.weights is None else cut(example.weights)
+    return Example(cut(example.input_ids), cut(example.labels), weights, example.index, truncated=kind)
 
 
 def encode_text(tokenizer: Any, text: str, *, max_length: int | None = None, index: int = 0) -> Example:
@@ -201,8 +251,9 @@ def encode_records(
     answer_key: str = "answer",
     max_length: int | None = None,
 ) -> list[Example]:
-    """QA records -> examples; the ``sensitive`` field, when present, feeds token weights."""
-    return [
+    """QA records -> examples; the ``sensitive`` field, when present, feeds token weights.
+    Sequences longer than ``max_length`` are counted in one ``TruncationWarning``."""
+    examples = [
         encode_qa(
             tokenizer,
             record["question"],
@@ -214,6 +265,8 @@ def encode_records(
         )
         for i, record in enumerate(records)
     ]
+    warn_truncated(examples, max_length)
+    return examples
 
 
 def collate(examples: Sequence[Example], pad_token_id: int, *, padding_side: str = "right") -> dict[str, Any]:
