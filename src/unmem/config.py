@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from unmem.errors import UnmemError
+from unmem.io import read_text
 
 
 class EarlyStop(BaseModel):
@@ -153,9 +154,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UnmemError(f"{path}: config file not found")
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=StrictLoader) or {}
-    except UnicodeDecodeError as exc:
-        raise UnmemError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        data = yaml.load(read_text(path), Loader=StrictLoader) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""

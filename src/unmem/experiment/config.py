@@ -6,15 +6,16 @@ Every problem is one ``UnmemError`` naming the file, the line and the key path
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from unmem.config import StrictLoader
 from unmem.errors import input_error
 from unmem.evaluation.options import EvalConfig
+from unmem.io import read_text
 
 KeyPath = tuple[str | int, ...]
 
@@ -57,17 +58,6 @@ class ConfigError(Exception):
         self.message = message
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that reads ``1e-4`` as a float (YAML 1.1 wants ``1.0e-4``), as people write it."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
-
-
 def format_keypath(keypath: KeyPath) -> str:
     """('methods', 2, 'method_args', 'beta') -> 'methods[2].method_args.beta'."""
     text = ""
@@ -98,10 +88,11 @@ def line_of(node: yaml.Node | None, keypath: KeyPath) -> int | None:
 
 
 def read_yaml(path: Path) -> tuple[str, yaml.Node | None, Any]:
-    """The file's text, its node tree (for line numbers) and its data."""
-    text = path.read_text(encoding="utf-8")
+    """The file's text, its node tree (for line numbers) and its data; a key written twice in
+    one mapping is an error naming both lines (``unmem.config.StrictLoader``)."""
+    text = read_text(path)
     try:
-        return text, yaml.compose(text, Loader=_Loader), yaml.load(text, Loader=_Loader)
+        return text, yaml.compose(text, Loader=StrictLoader), yaml.load(text, Loader=StrictLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise input_error(
