@@ -138,9 +138,59 @@ QA_ROWS = [
                        ("Edda Lund", "Jessaly")]
 ]  # fmt: skip
 
+FILES_EXPERIMENT = """\
+name: tiny
+benchmark: files
+data: data
+target: {target}
+{retain}
+defaults: {{lr: 1.0e-3, epochs: 2, batch_size: 2, device: cpu, checkpoint_every: 1}}
+methods:
+  - {{method: ga}}
+eval:
+  metrics: [tofu, mia]
+  max_samples: 3
+  batch_size: 4
+  device: cpu
+  options: {{max_new_tokens: 4, gradnorm_samples: 2}}
+tracking: []
+"""
+
+
 def write_qa_files(root: Path) -> Path:
     """A `files` layout (forget, retain, holdout) of four QA pairs each."""
     root.mkdir(parents=True, exist_ok=True)
     for name in ("forget", "retain", "holdout"):
         (root / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in QA_ROWS))
     return root
+
+
+@pytest.fixture
+def files_experiment(tmp_path, tiny_model_dir):
+    """The smallest whole experiment: tiny given model, `files` data, one method (4 steps), tofu + mia.
+    Returns the YAML's path; ``retain=True`` adds a retain model (a perturbed copy)."""
+
+    def write(retain: bool = False, text: str = FILES_EXPERIMENT) -> Path:
+        write_qa_files(tmp_path / "data")
+        retain_line = ""
+        if retain:
+            import shutil
+
+            from safetensors.torch import load_file, save_file
+
+            copy = tmp_path / "retain-model"
+            if not copy.exists():
+                shutil.copytree(tiny_model_dir, copy)
+                weights = copy / "model.safetensors"
+                generator = torch.Generator().manual_seed(1)
+                tensors = {
+                    k: v + 0.05 * torch.randn(v.shape, generator=generator)
+                    for k, v in load_file(weights).items()
+                }
+                save_file(tensors, weights, metadata={"format": "pt"})
+            retain_line = f"retain: {copy}"
+        path = tmp_path / "exp.yaml"
+        path.write_text(text.format(target=tiny_model_dir, retain=retain_line))
+        return path
+
+    return write

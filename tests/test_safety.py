@@ -289,6 +289,14 @@ def test_a_second_eval_into_one_directory_fails_at_once(tiny_model_dir, tmp_path
     assert (out / "summary.json").is_file() and not out.with_name("eval.lock").exists()
 
 
+def test_a_second_run_into_a_held_experiment_fails_at_once(files_experiment, tmp_path):
+    out = tmp_path / "out"
+    with exclusive_lock(out):
+        result = CliRunner().invoke(app, ["run", str(files_experiment()), "--out", str(out)])
+    assert result.exit_code == 2 and "in use by pid" in result.stderr, result.output
+    assert not out.exists()
+
+
 # -- should fix: `unmem eval` writes only inside its output ---------------------------------------------
 
 
@@ -373,6 +381,63 @@ def test_lm_eval_tasks_that_import_python_need_trust(tiny_model_dir, tmp_path, m
     from unmem.evaluation.registry import EvalInputs
 
     check(EvalInputs(None, EvalConfig(lm_eval_tasks=tasks, trust_remote_code=True)))  # type: ignore[arg-type]
+
+
+# -- should fix: `unmem run` on an edited experiment file --------------------------------------------------
+
+
+def _run(path: Path, out: Path, *extra: str):
+    return CliRunner().invoke(app, ["run", str(path), "--out", str(out), *extra])
+
+
+def _numbers(out: Path) -> dict[str, dict[str, str]]:
+    """results.csv without the timing columns, by row."""
+    import csv
+
+    with (out / "report" / "results.csv").open() as handle:
+        return {
+            r["row"]: {k: v for k, v in r.items() if k not in ("train_seconds", "peak_memory_mb")}
+            for r in csv.DictReader(handle)
+        }
+
+
+def test_an_edited_experiment_redoes_what_changed_and_says_so(files_experiment, tmp_path):
+    """main: a stale stage failed on its own while the others went on, and the report mixed the
+    old row's numbers (marked failed) with the new rows'."""
+    path = files_experiment(retain=True)
+    text = path.read_text().replace("  - {method: ga}", "  - {method: ga}\n  - {method: npo}")
+    path.write_text(text)
+    out = tmp_path / "out"
+    assert _run(path, out).exit_code == 0
+    npo_summary = out / "runs" / "npo-s0" / "summary.json"
+    target_rows = out / "eval" / "target" / "per_sample" / "tofu.jsonl"
+    npo_time, target_time = npo_summary.stat().st_mtime_ns, target_rows.stat().st_mtime_ns
+
+    path.write_text(text.replace("  - {method: ga}", "  - {method: ga, lr: 2.0e-3}"))
+    result = _run(path, out)
+    assert result.exit_code == 2
+    assert (
+        "exp.yaml changed since the last run there: unlearn:ga-s0 (lr 0.001 -> 0.002) and 1 more stage(s)"
+        in result.stderr
+    )
+    state = json.loads((out / "state.json").read_text())
+    assert "--overwrite" in result.stderr and state["done"] == state["total"] == 9  # nothing was touched
+
+    result = _run(path, out, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert (
+        "redoing what changed: unlearn:ga-s0 (lr 0.001 -> 0.002), eval:ga-s0 (after unlearn:ga-s0)"
+        in result.stderr
+    )
+    assert npo_summary.stat().st_mtime_ns == npo_time  # what did not change is not redone
+    assert target_rows.stat().st_mtime_ns == target_time
+    assert _run(path, tmp_path / "fresh").exit_code == 0
+    assert _numbers(out) == _numbers(tmp_path / "fresh")  # exactly a fresh run of the edited file
+
+    path.write_text(path.read_text().replace("metrics: [tofu, mia]", "metrics: [tofu]"))
+    result = _run(path, out, "--overwrite")
+    assert result.exit_code == 0 and "eval:retain (eval.metrics ['tofu', 'mia'] -> ['tofu'])" in result.stderr
+    assert not any(column.startswith("mia_") for column in next(iter(_numbers(out).values())))
 
 
 def test_a_question_longer_than_max_length_keeps_its_answer_and_warns_once(setup, tmp_path):

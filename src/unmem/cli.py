@@ -252,12 +252,15 @@ def run_cmd(
     config: str = typer.Argument(..., help="Experiment YAML (see `unmem demo --show`)."),
     out: str | None = typer.Option(None, help="Experiment directory (default: runs/<name>)."),
     overwrite: bool = typer.Option(
-        False, help="Redo stages whose outputs were made from other settings (otherwise an error)."
+        False,
+        help="Redo the stages whose inputs changed since the last run in OUT (an edited file); "
+        "without it such a change is an error naming it.",
     ),
 ) -> None:
     """Run an experiment file: world, models, every method × grid × seed, evaluation, report.
 
-    Everything is validated first; an interrupted run resumes when the same command is re-run.
+    Everything is validated first; an interrupted run (Ctrl-C, kill -9) resumes when the same
+    command is re-run. While it runs, OUT.lock names its owner and a second run there fails.
     """
     from unmem.experiment import load_experiment, run_experiment
 
@@ -269,7 +272,7 @@ def run_cmd(
 @user_errors
 def demo_cmd(
     out: str = typer.Option("runs/demo", help="Experiment directory."),
-    overwrite: bool = typer.Option(False, help="Redo stages made from other settings."),
+    overwrite: bool = typer.Option(False, help="Redo the stages whose inputs changed since the last run."),
     show: bool = typer.Option(False, "--show", help="Print the demo's experiment file and exit."),
 ) -> None:
     """Forget forget10 of the default world with small models and nine methods, then report."""

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from unmem.errors import UnmemError, input_error
-from unmem.evaluation import get_family
+from unmem.evaluation import all_families, get_family
 from unmem.experiment.config import (
     ConfigError,
     ExperimentConfig,
@@ -33,11 +33,19 @@ class Experiment:
 
 
 def _check_families(config: ExperimentConfig) -> None:
+    """Known families, and settings each could never run with (before the data exists)."""
     for j, family in enumerate(config.eval.metrics or []):
         try:
             get_family(family)
         except UnmemError as exc:
             raise ConfigError(("eval", "metrics", j), str(exc)) from None
+    for name, spec in all_families().items():
+        if spec.check_settings is None or (config.eval.metrics and name not in config.eval.metrics):
+            continue
+        try:
+            spec.check_settings(config.eval)
+        except UnmemError as exc:
+            raise ConfigError(("eval",), str(exc)) from None
 
 
 def validate(config: ExperimentConfig, text: str, source: Path) -> Experiment:

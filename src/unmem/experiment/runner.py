@@ -1,9 +1,11 @@
 """Run an experiment's stages in its directory: data, models, evaluations, unlearning runs, report.
 
-Every stage computes a key from its inputs (``unmem.io.cache_key``) and is skipped when its
-output exists and was made from that key; unlearning resumes from its checkpoints. An
-output made from other inputs (an edited file) is an error unless ``--overwrite`` is given,
-which redoes just those stages. A method run that fails is recorded and the others go on.
+Every stage computes a key from its resolved inputs (``unmem.io.cache_key``) and is skipped
+when its output exists and was made from that key; unlearning resumes from its checkpoints
+and evaluation from its finished metric families. Before any work, the stages whose output
+was made from other inputs (an edited file) are listed with what changed: that is an error
+unless ``--overwrite`` is given, which redoes just those stages (and says so). A method run
+that fails is recorded and the others go on. While it runs, ``OUT.lock`` names its owner.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from rich.console import Console
 
@@ -24,9 +26,17 @@ from unmem.evaluation import EVAL_VERSION, evaluate
 from unmem.evaluation.reference import per_sample_column
 from unmem.experiment.loader import Experiment, load_experiment
 from unmem.experiment.plan import RunPlan
-from unmem.experiment.stages import Stage, StageLog
+from unmem.experiment.stages import Stage, StageLog, changed_error, describe_change, experiment_inputs
 from unmem.experiment.tracking import make_trackers, track_row
-from unmem.io import cache_key, hash_files, read_json, write_text_atomic
+from unmem.io import (
+    cache_key,
+    check_not_an_input,
+    exclusive_lock,
+    first_difference,
+    hash_files,
+    read_json,
+    write_text_atomic,
+)
 from unmem.layout import ExperimentDir
 from unmem.results import EvalSummary, NoiseFloor, ReportData, ReportRow, RetainPair, RunSummary
 
@@ -55,6 +65,14 @@ def _model_key(path: Path) -> str:
     )
 
 
+def _remove(folder: Path) -> None:
+    """Delete ``folder`` whole or not at all: renamed aside first, so a kill mid-way leaves no half."""
+    trash = folder.with_name(f".{folder.name}.redo.trash")
+    shutil.rmtree(trash, ignore_errors=True)
+    folder.replace(trash)
+    shutil.rmtree(trash)
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}" if not isinstance(exc, UnmemError) else text[0]
@@ -68,7 +86,8 @@ class Runner:
         self.split = exp.benchmark.split
         self.data_dir = exp.benchmark.data_dir or out.world
         self.target, self.retains = self._model_rows()
-        self.keys: dict[str, str] = {}  # stage id -> hash of its inputs
+        self.keys: dict[str, str] = {}  # stage id (and "model:<row>") -> hash of its inputs
+        self.redo: dict[str, str] = {}  # stage id -> what changed, for stages --overwrite redoes
         self.failed: list[str] = []
         self.log: StageLog  # set by run_experiment once the stages are known
 
@@ -95,6 +114,9 @@ class Runner:
         """The retain model forget quality and PrivLeak compare with (the first one)."""
         return self.retains[0].model if self.retains else None
 
+    def method_row(self, plan: RunPlan) -> Row:
+        return Row(plan.name, "method", self.out.run(plan.name).model, plan)
+
     def stages(self) -> list[Stage]:
         stages = [
             Stage("data", "data", f"{self.exp.benchmark.name} data", self.data),
@@ -103,10 +125,10 @@ class Runner:
         for row in (*self.retains, self.target):
             stages.append(Stage(f"eval:{row.name}", "eval", f"evaluate {row.name}", self._eval_fn(row)))
         for plan in self.exp.runs:
-            row = Row(plan.name, "method", self.out.run(plan.name).model, plan)
             stages.append(
                 Stage(f"unlearn:{plan.name}", "unlearn", f"unlearn {plan.name}", self._unlearn_fn(plan))
             )
+            row = self.method_row(plan)
             stages.append(Stage(f"eval:{plan.name}", "eval", f"evaluate {plan.name}", self._eval_fn(row)))
         stages.append(Stage("report", "report", "report", self.report))
         return stages
@@ -117,50 +139,69 @@ class Runner:
     def _eval_fn(self, row: Row) -> Callable[[], bool]:
         return lambda: self.evaluate(row)
 
-    def _stale(self, what: Path) -> None:
-        if not self.overwrite:
+    def _stale(self, stage_id: str, what: Path) -> None:
+        """Refuse to replace an output made from other inputs, unless --overwrite agreed to redo it
+        (``changes`` lists these before any work; this guards what it could not know yet)."""
+        if stage_id not in self.redo:
             raise UnmemError(
                 f"{what} was made from other settings than {self.exp.source or 'this experiment'} now gives; "
                 "pass --overwrite to redo it, or choose another --out"
             )
 
-    def _cached(self, stage_id: str, key: str, output_complete: bool, output: Path) -> bool:
-        """True if the stage can be skipped; raises on a stale output without --overwrite."""
+    def _begin(self, stage_id: str, kind: str, inputs: dict[str, Any], output: Path, complete: bool) -> bool:
+        """Record what the stage is made from; False when its complete output was made from that.
+
+        An output made from other inputs is deleted first (only for a stage --overwrite redoes),
+        so the record always describes what is on disk: ``key`` is what a finished stage was
+        made from, ``pending_key`` what a started one is making (a kill -9 after its output
+        appeared, before ``key`` was written, leaves the output of ``pending_key``).
+        """
+        key = cache_key(kind, **inputs)
         self.keys[stage_id] = key
-        if not output_complete:
+        entry = self.log.record(stage_id)
+        made_from = entry.get("key") or entry.get("pending_key")
+        if complete and made_from == key:
             return False
-        recorded = self.log.record(stage_id).get("key")
-        if recorded is None or recorded == key:
-            return True
-        self._stale(output)
-        return False
+        if output.exists() and made_from != key:
+            self._stale(stage_id, output)
+            _remove(output)
+        entry.update({"key": None, "pending_key": key, "inputs": inputs})
+        self.log.save()
+        return True
 
     # -- stages ------------------------------------------------------------------------------------
 
-    def data(self) -> bool:
-        """The world (generated here or read), or another layout's files (hashed)."""
+    def data_key(self) -> str:
+        """The world's config (generated here), or the content of the data files (given)."""
         from unmem.data.benchmarks import get_benchmark, load_benchmark
-        from unmem.data.world import World, WorldConfig, generate_world
+        from unmem.data.world import World
 
         bench = self.exp.benchmark
-        if bench.world_config is None:
-            if bench.name == "world":
-                self.keys["data"] = World.load(self.data_dir).content_hash()
-            else:
-                files = get_benchmark(bench.name).unlearn_files(self.data_dir, self.split)
-                self.keys["data"] = cache_key(
-                    "benchmark-data",
-                    eval=load_benchmark(bench.name, self.data_dir, self.split).content_hash(),
-                    unlearn=[hash_files([path]) for path in (files.forget, files.retain) if path],
-                )
+        if bench.world_config is not None:
+            return cache_key("world", config=bench.world_config.model_dump(mode="json"))
+        if bench.name == "world":
+            return World.load(self.data_dir).content_hash()
+        files = get_benchmark(bench.name).unlearn_files(self.data_dir, self.split)
+        return cache_key(
+            "benchmark-data",
+            eval=load_benchmark(bench.name, self.data_dir, self.split).content_hash(),
+            unlearn=[hash_files([path]) for path in (files.forget, files.retain) if path],
+        )
+
+    def data(self) -> bool:
+        """The world (generated here or read), or another layout's files (hashed)."""
+        from unmem.data.world import WorldConfig, generate_world
+
+        self.keys["data"] = self.data_key()
+        config = self.exp.benchmark.world_config
+        if config is None:
             return False
-        self.keys["data"] = cache_key("world", config=bench.world_config.model_dump(mode="json"))
         manifest = self.out.world / "world.json"
         if manifest.is_file():
-            if WorldConfig(**read_json(manifest)["config"]) == bench.world_config:
+            if WorldConfig(**read_json(manifest)["config"]) == config:
                 return False
-            self._stale(self.out.world)
-        generate_world(bench.world_config, self.out.world, overwrite=True)
+            self._stale("data", self.out.world)
+        generate_world(config, self.out.world, overwrite=True)
         return True
 
     def models(self) -> bool:
@@ -172,23 +213,40 @@ class Runner:
             self.keys[f"model:{row.name}"] = _model_key(row.model)
         return worked
 
+    def wanted_models(self) -> list[tuple[Path, str | None, Any]]:
+        """(directory, forget split left out, PretrainConfig) of every model trained here."""
+        pretrain = self.exp.models.pretrain
+        wanted = [(self.target.model, None, pretrain)]
+        return wanted + [
+            (row.model, self.split, pretrain.model_copy(update={"seed": row.seed})) for row in self.retains
+        ]
+
     def _train_world_models(self) -> bool:
         from unmem.data.world import World
         from unmem.pretrain import is_current, train_world_models
 
         models = self.exp.models
         world = World.load(self.data_dir)
-        wanted = [(self.target.model, None, models.pretrain)]
-        wanted += [
-            (row.model, self.split, models.pretrain.model_copy(update={"seed": row.seed}))
-            for row in self.retains
+        stale = [
+            path for path, split, config in self.wanted_models() if not is_current(world, path, split, config)
         ]
-        if all(is_current(world, path, split, config) for path, split, config in wanted):
+        if not stale:
             return False
+        for path in stale:
+            if (path / "pretrain.json").is_file():
+                self._stale("models", path)
         # Passed only when asked for: train_world_models gained the keyword with the noise floor.
         extra = {"retain_seeds": models.retain_seeds} if models.retain_seeds is not None else {}
         train_world_models(world, self.out.models, [self.split], models.pretrain, **extra)
         return True
+
+    def unlearn_inputs(self, plan: RunPlan) -> dict[str, Any]:
+        return {
+            "config": plan.config.model_dump(mode="json"),
+            "target": self.keys["model:target"],
+            "data": self.keys["data"],
+            "split": self.split,
+        }
 
     def unlearn(self, plan: RunPlan) -> bool:
         from unmem.data.benchmarks import get_benchmark
@@ -196,20 +254,13 @@ class Runner:
 
         stage_id = f"unlearn:{plan.name}"
         run_dir = self.out.run(plan.name)
-        key = cache_key(
-            "unlearn",
-            config=plan.config.model_dump(mode="json"),
-            target=self.keys["model:target"],
-            data=self.keys["data"],
-            split=self.split,
-        )
-        if self._cached(stage_id, key, run_dir.summary.is_file(), run_dir.root):
+        started = self.log.record(stage_id).get("pending_key")
+        if not self._begin(
+            stage_id, "unlearn", self.unlearn_inputs(plan), run_dir.root, run_dir.summary.is_file()
+        ):
             return False
-        entry = self.log.record(stage_id)
-        if run_dir.work.exists() and entry.get("pending_key") not in (None, key):
+        if run_dir.work.exists() and started not in (None, self.keys[stage_id]):
             shutil.rmtree(run_dir.work)  # checkpoints of other settings: start afresh
-        entry["pending_key"] = key
-        self.log.save()
         files = get_benchmark(self.exp.benchmark.name).unlearn_files(self.data_dir, self.split)
         unlearn(
             self.target.model, files.forget, run_dir.root, plan.config,
@@ -217,34 +268,39 @@ class Runner:
         )  # fmt: skip
         return True
 
+    def eval_inputs(self, row: Row) -> dict[str, Any]:
+        """What a row's numbers depend on: its model, the retain model, the data and every
+        evaluation setting that changes a number (not threads or batch size)."""
+        upstream = f"unlearn:{row.name}" if row.kind == "method" else f"model:{row.name}"
+        settings = self.exp.config.eval.model_dump(
+            mode="json", exclude={"threads", "batch_size", "trust_remote_code"}
+        )
+        return {
+            "v": EVAL_VERSION,
+            "model": self.keys.get(upstream),
+            "retain": self.keys.get("model:retain"),
+            "data": self.keys.get("data"),
+            "split": self.split,
+            "eval": settings,
+        }
+
     def evaluate(self, row: Row) -> bool:
         if row.kind == "method" and f"unlearn:{row.name}" in self.failed:
             raise UnmemError(f"not evaluated: unlearning {row.name} failed")
-        spec = self.exp.config.eval
-        upstream = f"unlearn:{row.name}" if row.kind == "method" else f"model:{row.name}"
-        key = cache_key(
-            "eval-row",
-            v=EVAL_VERSION,  # a new version recomputes; --overwrite then replaces refused results
-            model=self.keys.get(upstream),
-            retain=self.keys.get("model:retain"),
-            data=self.keys.get("data"),
-            settings=[spec.max_samples, spec.device],  # what makes evaluate() refuse old results
-        )
-        self.keys[f"eval:{row.name}"] = key
-        recorded = self.log.record(f"eval:{row.name}").get("key")
-        # evaluate() caches per metric family and refuses results of another model unless
-        # overwrite: pass overwrite only for an output made from other inputs, with --overwrite.
+        eval_dir = self.out.eval(row.name)
+        # Never skipped here: evaluate() reuses (or resumes) the families it already has.
+        self._begin(f"eval:{row.name}", "eval-row", self.eval_inputs(row), eval_dir.root, complete=False)
         evaluate(
             row.model,
             benchmark=self.exp.benchmark.name,
             data=self.data_dir,
             split=self.split,
-            out_dir=self.out.eval(row.name).root,
+            out_dir=eval_dir.root,
             retain_model=self.reference,
-            config=spec,
-            overwrite=self.overwrite and recorded not in (None, key),
+            retain_cache_dir=self.out.retain_cache,
+            config=self.exp.config.eval,
         )
-        summary = EvalSummary.read(self.out.eval(row.name).summary)
+        summary = EvalSummary.read(eval_dir.summary)
         if summary.cached and all(summary.cached.values()):
             return False
         try:
@@ -254,6 +310,90 @@ class Runner:
                 f"[yellow]tracking skipped[/] for {row.name}: {_one_line(exc)}", highlight=False
             )
         return True
+
+    # -- what changed since the last run -----------------------------------------------------------
+
+    def plan_redo(self) -> None:
+        """What changed since the last run here: an error without --overwrite, else redone, and said."""
+        changes = self.changes()
+        if changes and not self.overwrite:
+            raise changed_error(self.out.root, self.exp.source, changes)
+        if changes:
+            listed = ", ".join(f"{stage} ({why})" for stage, why in changes.items())
+            self.console.print(f"[yellow]redoing[/] what changed: {listed}", highlight=False, soft_wrap=True)
+        self.redo = changes
+
+    def changes(self) -> dict[str, str]:
+        """Stages whose output on disk was made from other inputs than the file now gives, and what
+        changed, found before any work (keys that need a model not trained yet are left to ``_begin``)."""
+        changed: dict[str, str] = {}
+        if (why := self._world_change()) is not None:
+            changed["data"] = why
+        if (why := self._models_change("data" in changed)) is not None:
+            changed["models"] = why
+        outputs = {f"unlearn:{plan.name}": self.out.run(plan.name).root for plan in self.exp.runs}
+        outputs |= {f"eval:{row.name}": self.out.eval(row.name).root for row in self.eval_rows()}
+        if changed:  # what is made from the data or the models is redone with them
+            cause = next(iter(changed))
+            return changed | {sid: f"after {cause}" for sid, path in outputs.items() if path.exists()}
+        self.keys["data"] = self.data_key()
+        for row in (self.target, *self.retains):
+            if row.model.is_dir():
+                self.keys[f"model:{row.name}"] = _model_key(row.model)
+        for row in self.eval_rows():
+            if row.plan is not None and "model:target" in self.keys:
+                self._compare(
+                    f"unlearn:{row.name}", "unlearn", self.unlearn_inputs(row.plan), outputs, changed
+                )
+            upstream = f"unlearn:{row.name}" if row.plan is not None else f"model:{row.name}"
+            if upstream in changed:
+                if outputs[f"eval:{row.name}"].exists():
+                    changed[f"eval:{row.name}"] = f"after {upstream}"
+            elif upstream in self.keys:
+                self._compare(f"eval:{row.name}", "eval-row", self.eval_inputs(row), outputs, changed)
+        return changed
+
+    def eval_rows(self) -> list[Row]:
+        return [*self.retains, self.target, *(self.method_row(plan) for plan in self.exp.runs)]
+
+    def _compare(
+        self,
+        stage_id: str,
+        kind: str,
+        inputs: dict[str, Any],
+        outputs: dict[str, Path],
+        changed: dict[str, str],
+    ) -> None:
+        self.keys[stage_id] = key = cache_key(kind, **inputs)
+        entry = self.log.state["stages"].get(stage_id, {})
+        if outputs[stage_id].exists() and (entry.get("key") or entry.get("pending_key")) != key:
+            changed[stage_id] = describe_change(entry.get("inputs"), inputs)
+
+    def _world_change(self) -> str | None:
+        from unmem.data.world import WorldConfig
+
+        config = self.exp.benchmark.world_config
+        manifest = self.out.world / "world.json"
+        if config is None or not manifest.is_file():
+            return None
+        old = WorldConfig(**read_json(manifest)["config"]).model_dump(mode="json")
+        return first_difference(old, config.model_dump(mode="json"), "world")
+
+    def _models_change(self, data_changed: bool) -> str | None:
+        from unmem.data.world import World
+        from unmem.pretrain import is_current
+
+        if self.exp.models.given:
+            return None
+        trained = [(p, split, c) for p, split, c in self.wanted_models() if (p / "pretrain.json").is_file()]
+        if trained and data_changed:
+            return "after data"
+        for path, split, config in trained:
+            if not is_current(World.load(self.data_dir), path, split, config):
+                old = read_json(path / "pretrain.json").get("config") or {}
+                difference = first_difference(old, config.model_dump(mode="json"), "models")
+                return f"{path.name}: {difference or 'the world changed'}"
+        return None
 
     def _track(self, row: Row, summary: EvalSummary) -> None:
         trackers = make_trackers(self.exp.tracking, self.exp.config.name, row.name, self.out.tracking)
@@ -388,16 +528,29 @@ def run_experiment(
     """
     exp = experiment if isinstance(experiment, Experiment) else load_experiment(experiment)
     console = console or Console(stderr=True)
-    out = Path(out_dir or Path("runs") / exp.config.name).resolve()
+    out = check_not_an_input(out_dir or Path("runs") / exp.config.name, experiment_inputs(exp))
     _check_out(out)
     layout = ExperimentDir(out)
-    runner = Runner(exp, layout, overwrite, console)
-    stages = runner.stages()
-    out.mkdir(parents=True, exist_ok=True)
-    runner.log = StageLog(layout.state, stages, console)
-    runner.log.state["experiment"] = exp.config.name
-    runner.log.save()
-    write_text_atomic(layout.experiment_file, exp.text)
+    with exclusive_lock(out):
+        runner = Runner(exp, layout, overwrite, console)
+        stages = runner.stages()
+        runner.log = StageLog(layout.state, stages, console)
+        runner.plan_redo()
+        out.mkdir(parents=True, exist_ok=True)
+        runner.log.state["experiment"] = exp.config.name
+        runner.log.save()
+        write_text_atomic(layout.experiment_file, exp.text)
+        run_stages(runner, stages)
+    if runner.failed:
+        raise UnmemError(
+            f"{len(runner.failed)} stage(s) failed ({', '.join(runner.failed)}); the report marks them, "
+            f"errors are in {layout.state}; fix and re-run the same command to retry them"
+        )
+    return layout.report
+
+
+def run_stages(runner: Runner, stages: list[Stage]) -> None:
+    """Every stage in order; a failed method run or its evaluation is recorded and the rest go on."""
     fatal = {f"eval:{row.name}" for row in (runner.target, *runner.retains)}
     for stage in stages:
         runner.log.show(stage)
@@ -417,16 +570,10 @@ def run_experiment(
                 runner.log.save()
                 raise
             runner.failed.append(stage.id)
-            console.print(f"[bold red]failed[/] {stage.label}: {_one_line(exc)}", highlight=False)
+            runner.console.print(f"[bold red]failed[/] {stage.label}: {_one_line(exc)}", highlight=False)
             runner.log.finish(stage, "failed", time.perf_counter() - start, True, _one_line(exc))
             continue
         if stage.id in runner.keys:
             entry["key"] = runner.keys[stage.id]
         entry.pop("pending_key", None)
         runner.log.finish(stage, "done", time.perf_counter() - start, bool(worked))
-    if runner.failed:
-        raise UnmemError(
-            f"{len(runner.failed)} stage(s) failed ({', '.join(runner.failed)}); the report marks them, "
-            f"errors are in {layout.state}; fix and re-run the same command to retry them"
-        )
-    return layout.report

@@ -111,6 +111,7 @@ def resolve_benchmark(config: ExperimentConfig, base: Path) -> BenchmarkPlan:
 
 
 def _given_models(config: ExperimentConfig, base: Path) -> ModelPlan:
+    from unmem.evaluation.cache import check_weights
     from unmem.models import resolve_model_dir
 
     if config.models is not None:
@@ -129,6 +130,7 @@ def _given_models(config: ExperimentConfig, base: Path) -> ModelPlan:
     for keypath, value in paths.items():
         try:
             resolved[keypath] = resolve_model_dir((base / value).resolve())
+            check_weights(resolved[keypath])  # now, not when the first stage loads it
         except UnmemError as exc:
             raise ConfigError(keypath, str(exc)) from None
     target = resolved.pop(("target",))

@@ -1,4 +1,5 @@
-"""Stages of an experiment and ``state.json``, the record that lets an interrupted run resume."""
+"""Stages of an experiment and ``state.json``, the record that lets an interrupted run resume
+and says what an edited experiment file changed."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from typing import Any
 
 from rich.console import Console
 
-from unmem.io import read_json, write_json
+from unmem.errors import UnmemError
+from unmem.evaluation.cache import base_model
+from unmem.experiment.loader import Experiment
+from unmem.io import first_difference, read_json, write_json
 
 # Rough relative cost of each kind of stage, for the overall ETA.
 STAGE_WEIGHT = {"data": 1, "model": 20, "eval": 2, "unlearn": 4, "report": 1}
@@ -88,3 +92,47 @@ class StageLog:
         self.done_weight += STAGE_WEIGHT[stage.kind]
         self.progress.advance(self.task)
         self.save()
+
+
+# What a stage's key holds besides settings, as the reason says it.
+UPSTREAM = {
+    "target": "its target model changed",
+    "model": "its model changed",
+    "retain": "the retain model changed",
+    "data": "the data changed",
+    "v": "a new evaluation version",
+}
+
+
+def describe_change(old: dict[str, Any] | None, new: dict[str, Any]) -> str:
+    """What differs between the inputs a stage's output was made from and those of now."""
+    if old is None:
+        return "made by an older unmem, which did not record its settings"
+    difference = first_difference(old, new) or "other inputs"
+    top = difference.split(" ", 1)[0].split(".", 1)[0]
+    return UPSTREAM.get(top) or difference.removeprefix("config.")
+
+
+def changed_error(out: Path, source: Path | None, changes: dict[str, str]) -> UnmemError:
+    stage, why = next(iter(changes.items()))
+    more = f" and {len(changes) - 1} more stage(s)" if len(changes) > 1 else ""
+    return UnmemError(
+        f"{out}: {source.name if source else 'the experiment'} changed since the last run there: "
+        f"{stage} ({why}){more}; pass --overwrite to redo what changed (and nothing else), "
+        "or choose another --out"
+    )
+
+
+def experiment_inputs(exp: Experiment) -> dict[str, Path | None]:
+    """What an experiment reads and never writes: given data and models (with their base models)."""
+    paths: dict[str, Path | None] = {
+        "data": exp.benchmark.data_dir,
+        "lm-eval tasks": exp.config.eval.lm_eval_tasks,
+    }
+    models = [("target model", exp.models.target)]
+    models += [(f"retain model {i + 1}", path) for i, path in enumerate(exp.models.retains)]
+    for name, path in models:
+        if path is not None:
+            paths[name] = path
+            paths[f"{name}'s base"] = base_model(path)
+    return paths
