@@ -202,3 +202,29 @@ def test_report_renders_in_chromium(tmp_path):
         check=False,
     )
     assert result.returncode == 1 and "images not all loaded" in result.stderr
+
+
+def test_report_replaces_only_an_earlier_report(tmp_path):
+    """Issue 11: `unmem report --out` wrote its four files into any folder, over the user's."""
+    root = fabricate(tmp_path / "exp", seeds=(0,))
+    out = build_report([root], tmp_path / "rep")
+    assert (out / ".unmem-output").is_file()
+    assert build_report([root], tmp_path / "rep") == out  # an earlier report is replaced whole
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "results.csv").write_text("my numbers")
+    (mine / "notes.txt").write_text("precious")
+    for target in (mine, root, root / "eval" / "ga-s0"):
+        result = CliRunner().invoke(app, ["report", str(root), "--out", str(target)])
+        assert result.exit_code == 2 and "holds more than a report" in result.output, result.output
+    assert (mine / "results.csv").read_text() == "my numbers"
+
+
+def test_a_failed_row_shows_no_numbers_an_earlier_run_left(tmp_path):
+    root = fabricate(tmp_path / "exp", seeds=(0,))
+    data = json.loads((root / "report_data.json").read_text())
+    data["rows"][-1] |= {"status": "failed", "error": "loss became nan"}  # npo-s0, evaluated before
+    (root / "report_data.json").write_text(json.dumps(data))
+    with (build_report([root]) / "results.csv").open() as handle:
+        failed = [r for r in csv.DictReader(handle) if r["row"] == "npo-s0"]
+    assert failed[0]["status"] == "failed" and failed[0]["forget_quality"] == ""

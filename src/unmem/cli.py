@@ -290,7 +290,9 @@ def demo_cmd(
 @user_errors
 def report_cmd(
     run_dirs: list[str] = typer.Argument(..., help="Experiment directories (`unmem run --out`)."),
-    out: str | None = typer.Option(None, help="Report directory (default: RUN_DIR/report)."),
+    out: str | None = typer.Option(
+        None, help="Report directory (default: RUN_DIR/report); replaces only an earlier report."
+    ),
 ) -> None:
     """Tables (CSV, Markdown) and a self-contained HTML report; several dirs are compared."""
     from unmem.report import build_report

@@ -11,6 +11,9 @@ Rows that differ only in the seed form one *variant*; the tables show its mean, 
 several seeds the 95% Student-t interval (:func:`unmem.metrics.stats.mean_ci`).
 The retain model is the gold standard (it never saw the forget set); the target is
 where unlearning starts. The HTML embeds its PNG plots as data URIs: it opens offline.
+
+The report folder appears whole (built aside, then renamed into place) and replaces only
+an earlier report: a folder holding anything besides the report's files is refused.
 """
 
 from __future__ import annotations
@@ -31,7 +34,14 @@ from rich.console import Console
 from rich.table import Table
 
 from unmem.errors import UnmemError
-from unmem.io import write_text_atomic
+from unmem.io import (
+    OUTPUT_MARKER,
+    atomic_dir,
+    exclusive_lock,
+    is_unmem_output,
+    mark_output,
+    write_text_atomic,
+)
 from unmem.layout import EvalDir, ExperimentDir, RunDir
 from unmem.metrics.stats import mean_ci
 from unmem.results import EvalSummary, ReportData, ReportRow, RunSummary
@@ -114,7 +124,12 @@ def _read_losses(path: Path) -> list[tuple[int, float]]:
 
 def _fill(row: Row, root: Path, report_row: ReportRow) -> Row:
     """Metrics from the row's evaluation summary, training cost and losses from its run."""
-    if report_row.eval_dir and EvalDir(root / report_row.eval_dir).summary.is_file():
+    # A failed row shows no numbers, even where an earlier run of it left an evaluation.
+    if (
+        row.status != "failed"
+        and report_row.eval_dir
+        and EvalDir(root / report_row.eval_dir).summary.is_file()
+    ):
         summary = EvalSummary.read(EvalDir(root / report_row.eval_dir).summary)
         row.metrics = {k: _finite(v) for k, v in summary.metrics.items()}
     elif row.status == "done":
@@ -688,6 +703,22 @@ def terminal_table(
     return table
 
 
+REPORT_FILES = frozenset({"results.csv", "results_mean.csv", "report.md", "report.html", OUTPUT_MARKER})
+
+
+def check_report_output(out: Path) -> None:
+    """A report replaces only an earlier report: never a run directory or a user's folder."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UnmemError(f"--out {out}: exists and is not a directory")
+    other = sorted(p.name for p in out.iterdir() if p.name not in REPORT_FILES)
+    if other:
+        raise UnmemError(
+            f"--out {out}: holds more than a report ({', '.join(other[:3])}); choose another --out"
+        )
+
+
 def build_report(
     run_dirs: Sequence[str | Path], out_dir: str | Path | None = None, *, console: Console | None = None
 ) -> Path:
@@ -703,6 +734,7 @@ def build_report(
             raise UnmemError("several run directories: pass --out DIR for the combined report")
         out_dir = Path(run_dirs[0]) / "report"
     out = Path(out_dir)
+    check_report_output(out)
     rows: list[Row] = []
     metas: list[ReportData] = []
     for run_dir in run_dirs:
@@ -729,11 +761,16 @@ def build_report(
         for m in metas
     ]
     notes = [line for m in metas for line in report_notes(m, f"{m.name}: " if several else "")]
-    out.mkdir(parents=True, exist_ok=True)
-    write_csv(rows, columns, out / "results.csv")
-    write_mean_csv(variants, columns, out / "results_mean.csv")
-    write_text_atomic(out / "report.md", markdown(variants, columns, title, several, notes))
-    write_text_atomic(out / "report.html", render_html(variants, columns, title, meta_lines, several, notes))
+    with exclusive_lock(out):
+        check_report_output(out)
+        if out.is_dir() and not is_unmem_output(out):
+            mark_output(out)  # an earlier report from before the marker existed
+        with atomic_dir(out, overwrite=True) as staging:
+            write_csv(rows, columns, staging / "results.csv")
+            write_mean_csv(variants, columns, staging / "results_mean.csv")
+            write_text_atomic(staging / "report.md", markdown(variants, columns, title, several, notes))
+            html_page = render_html(variants, columns, title, meta_lines, several, notes)
+            write_text_atomic(staging / "report.html", html_page)
     console = console or Console()
     console.print(terminal_table(variants, columns, several, console.width))
     for line in notes:
