@@ -10,13 +10,16 @@ import functools
 import sys
 import warnings
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from unmem.errors import UnmemError, UnmemWarning
+
+if TYPE_CHECKING:
+    from unmem.results import EvalSummary
 
 app = typer.Typer(
     add_completion=False,
@@ -383,17 +386,20 @@ def eval_cmd(
         threads=threads,
         options=EvalOptions(convention=convention),  # type: ignore[arg-type]
     )
-    summary = read_summary(path)
+    console.print(_eval_table(read_summary(path), family_names()))
+    print(path / "summary.json")
+
+
+def _eval_table(summary: EvalSummary, order: list[str]) -> Table:
+    """Every metric of an evaluation summary, by family in report order (cached ones marked)."""
     table = Table("family", "metric", "value", title=f"unmem eval: {summary.model}")
-    order = family_names()
     for family in sorted(summary.metric_ids, key=lambda f: order.index(f) if f in order else len(order)):
         cached = " (cached)" if summary.cached.get(family) else ""
         for i, name in enumerate(summary.metric_ids[family]):
             value = summary.metrics.get(name)
             shown = "-" if value is None else f"{value:.4g}"
             table.add_row(family + cached if i == 0 else "", name, shown)
-    console.print(table)
-    print(path / "summary.json")
+    return table
 
 
 model_app = typer.Typer(no_args_is_help=True, help="Bring outside models into unmem (GGUF import).")
