@@ -24,6 +24,13 @@ SENTENCES = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Back to one thread before every test: pretraining sets torch's threads for the whole process,
+    and the tests after it ran 10-100x slower on two busy cores."""
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
     return train_tokenizer(SENTENCES * 20, vocab_size=300)
