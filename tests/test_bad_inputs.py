@@ -322,3 +322,29 @@ def test_bad_run_input_is_one_line_and_writes_nothing(
     assert len(errors) == 1 and errors[0].startswith("error: "), result.output
     assert message in errors[0]
     assert _tree(tmp_path) == before
+
+
+def test_full_disk_during_an_evaluation_says_which_families_were_kept(tmp_path, tiny_model_dir, monkeypatch):
+    import unmem.evaluation.orchestrator as orchestrator
+
+    real_write_jsonl = orchestrator.write_jsonl
+
+    def fill_up_at_mia(path, rows):
+        if path.name == "mia.jsonl":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_write_jsonl(path, rows)
+
+    monkeypatch.setattr(orchestrator, "write_jsonl", fill_up_at_mia)
+    call = EvalCall(tmp_path, tiny_model_dir, monkeypatch)
+    call.extra = ["--metrics", "tofu,mia"]
+    result = CliRunner().invoke(app, call.args())
+    errors = [line for line in result.output.splitlines() if line.startswith("error")]
+    assert result.exit_code == 2 and len(errors) == 1, result.output
+    assert (
+        "no space left on the device while writing the mia results; the results of tofu are kept" in errors[0]
+    )
+    summary = json.loads((call.out / "summary.json").read_text())
+    assert list(summary["metric_ids"]) == ["tofu"]
+    monkeypatch.setattr(orchestrator, "write_jsonl", real_write_jsonl)
+    assert CliRunner().invoke(app, call.args()).exit_code == 0  # re-run: tofu is reused, mia computed
+    assert json.loads((call.out / "summary.json").read_text())["cached"] == {"tofu": True, "mia": False}

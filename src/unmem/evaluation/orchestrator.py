@@ -17,6 +17,7 @@ tasks), and an existing one must be empty or an earlier ``unmem eval`` output (i
 from __future__ import annotations
 
 import contextlib
+import errno
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -33,7 +34,14 @@ from unmem.errors import UnmemError
 from unmem.evaluation.cache import base_model, check_weights, dtype_name, family_key, model_hash
 from unmem.evaluation.options import EVAL_VERSION, EvalConfig
 from unmem.evaluation.reference import RetainSource, results_dir
-from unmem.evaluation.registry import EvalInputs, FamilyContext, FamilySpec, all_families, resolve_families
+from unmem.evaluation.registry import (
+    EvalInputs,
+    FamilyContext,
+    FamilyResult,
+    FamilySpec,
+    all_families,
+    resolve_families,
+)
 from unmem.evaluation.session import ModelSession
 from unmem.io import (
     OUTPUT_MARKER,
@@ -251,22 +259,36 @@ def run_plan(plan: EvalPlan) -> None:
     mark_output(plan.out.root)  # the first write, once the model has loaded
     session = ModelSession(model, tokenizer, plan.inputs.data, config.options, config.batch_size)
     references = plan.retain.load(plan.todo)
-    summary = plan.summary
     bar = tqdm(plan.todo, desc="eval", disable=None)
     for family in bar:
         bar.set_postfix_str(family)
         start = time.perf_counter()
         result = plan.families[family].run(FamilyContext(session, plan.inputs, references.get(family)))
-        seconds = time.perf_counter() - start
+        _save_family(plan, family, result, time.perf_counter() - start)
+
+
+def _save_family(plan: EvalPlan, family: str, result: FamilyResult, seconds: float) -> None:
+    """Its per-sample rows, then the summary with it: rewritten after every family, so an
+    interrupted run keeps (and later reuses) what is done. A full disk says what was kept."""
+    summary = plan.summary
+    summary.metrics |= result.metrics
+    summary.metric_ids[family] = list(result.metrics)
+    summary.details[family] = json_safe(result.details)
+    summary.reasons |= {m: why for m, why in result.reasons.items() if result.metrics.get(m) is None}
+    summary.seconds[family] = round(seconds, 3)
+    summary.cache[family] = plan.keys[family]
+    try:
         write_jsonl(plan.out.per_sample(family), json_safe(result.rows))
-        summary.metrics |= result.metrics
-        summary.metric_ids[family] = list(result.metrics)
-        summary.details[family] = json_safe(result.details)
-        summary.reasons |= {m: why for m, why in result.reasons.items() if result.metrics.get(m) is None}
-        summary.seconds[family] = round(seconds, 3)
-        summary.cache[family] = plan.keys[family]
-        # Rewritten after every family: an interrupted run keeps (and later reuses) what is done.
         summary.write(plan.out.summary)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        kept = [f for f in summary.metric_ids if f != family]
+        what = f"the results of {', '.join(kept)} are kept" if kept else "no family was finished before it"
+        raise UnmemError(
+            f"{plan.out.summary}: no space left on the device while writing the {family} results; "
+            f"{what}; free space and re-run the same command to resume"
+        ) from None
 
 
 def evaluate(
