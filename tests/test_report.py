@@ -228,3 +228,33 @@ def test_a_failed_row_shows_no_numbers_an_earlier_run_left(tmp_path):
     with (build_report([root]) / "results.csv").open() as handle:
         failed = [r for r in csv.DictReader(handle) if r["row"] == "npo-s0"]
     assert failed[0]["status"] == "failed" and failed[0]["forget_quality"] == ""
+
+
+def test_a_swept_entry_reports_the_retain_free_choice_next_to_the_oracle(tmp_path):
+    """Issue 10: the report measures the retain-free selection rule against the best grid point."""
+    root = tmp_path / "sweep"
+    rows = []
+    # lr 1e-4: still memorised; 1e-3: as unfamiliar as holdout; 1e-2: over-forgot and lost utility.
+    for lr, auc, utility, fq in ((1e-4, 0.95, 0.60, 1e-6), (1e-3, 0.52, 0.58, 0.2), (1e-2, 0.30, 0.40, 0.5)):
+        run = f"npo-lr-{lr}-s0"
+        metrics = {"mia_loss_auc": auc, "model_utility": utility, "forget_quality": fq}
+        _write(root / "eval" / run / "summary.json", {"metrics": metrics})
+        rows.append(
+            {
+                "id": run,
+                "kind": "method",
+                "variant": f"npo-lr-{lr}",
+                "method": "npo",
+                "seed": 0,
+                "grid": {"lr": lr},
+                "sweep": "npo",
+                "eval_dir": f"eval/{run}",
+            }
+        )
+    _write(root / "report_data.json", {"name": "sweep", "rows": rows})
+    out = build_report([root], tmp_path / "rep")
+    with (out / "selection.csv").open() as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert row["chosen"] == "npo-lr-0.001" and row["oracle"] == "npo-lr-0.01"
+    assert float(row["shortfall"]) == pytest.approx(2.5)
+    assert "sweep npo: retain-free choice npo-lr-0.001" in (out / "report.md").read_text()

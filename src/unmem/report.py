@@ -45,6 +45,7 @@ from unmem.io import (
 from unmem.layout import EvalDir, ExperimentDir, RunDir
 from unmem.metrics.stats import mean_ci
 from unmem.results import EvalSummary, ReportData, ReportRow, RunSummary
+from unmem.selection import FORGET_QUALITY, Candidate, Selection, select
 
 
 def headline_metrics() -> list[str]:
@@ -74,6 +75,8 @@ class Row:
     status: str = "done"
     error: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, Any] = field(default_factory=dict)
+    sweep: str | None = None
     metrics: dict[str, float | None] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     losses: list[tuple[int, float]] = field(default_factory=list)  # (step, loss)
@@ -194,6 +197,8 @@ def collect(run_dir: str | Path) -> tuple[ReportData, list[Row]]:
                 status=r.status,
                 error=r.error,
                 config=r.config,
+                grid=r.grid,
+                sweep=r.sweep,
             ),
             root,
             r,
@@ -703,7 +708,60 @@ def terminal_table(
     return table
 
 
-REPORT_FILES = frozenset({"results.csv", "results_mean.csv", "report.md", "report.html", OUTPUT_MARKER})
+REPORT_FILES = frozenset(
+    {"results.csv", "results_mean.csv", "selection.csv", "report.md", "report.html", OUTPUT_MARKER}
+)
+
+
+def sweep_selections(variants: Sequence[Variant]) -> list[Selection]:
+    """For every entry swept over a grid: the retain-free choice and the oracle's (``unmem.selection``)."""
+    sweeps: dict[tuple[str, str], list[Variant]] = {}
+    for v in variants:
+        first = v.rows[0]
+        if v.kind == "method" and first.grid:
+            sweeps.setdefault((v.experiment, first.sweep or first.method or v.label), []).append(v)
+    return [
+        select(
+            f"{experiment}: {sweep}" if experiment and len({e for e, _ in sweeps}) > 1 else sweep,
+            [Candidate(v.label, v.rows[0].grid, v.mean) for v in members],
+        )
+        for (experiment, sweep), members in sweeps.items()
+        if len(members) > 1
+    ]
+
+
+def selection_notes(selections: Sequence[Selection]) -> list[str]:
+    lines = []
+    for s in selections:
+        line = f"sweep {s.sweep}: retain-free choice {s.chosen.variant} ({s.why})"
+        if s.oracle is not None:
+            line += (
+                f"; forget quality {fmt(s.chosen.get(FORGET_QUALITY))} vs the oracle's "
+                f"{fmt(s.oracle.get(FORGET_QUALITY))} ({s.oracle.variant})"
+            )
+        lines.append(line)
+    return lines
+
+
+def write_selection_csv(selections: Sequence[Selection], path: Path) -> Path:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(
+        ["sweep", "chosen", "chosen_forget_quality", "oracle", "oracle_forget_quality", "shortfall", "why"]
+    )
+    for s in selections:
+        writer.writerow(
+            [
+                s.sweep,
+                s.chosen.variant,
+                _csv_number(s.chosen.get(FORGET_QUALITY)),
+                "" if s.oracle is None else s.oracle.variant,
+                _csv_number(None if s.oracle is None else s.oracle.get(FORGET_QUALITY)),
+                _csv_number(s.shortfall),
+                s.why,
+            ]
+        )
+    return write_text_atomic(path, buffer.getvalue())
 
 
 def check_report_output(out: Path) -> None:
@@ -761,6 +819,8 @@ def build_report(
         for m in metas
     ]
     notes = [line for m in metas for line in report_notes(m, f"{m.name}: " if several else "")]
+    selections = sweep_selections(variants)
+    notes += selection_notes(selections)
     with exclusive_lock(out):
         check_report_output(out)
         if out.is_dir() and not is_unmem_output(out):
@@ -768,6 +828,8 @@ def build_report(
         with atomic_dir(out, overwrite=True) as staging:
             write_csv(rows, columns, staging / "results.csv")
             write_mean_csv(variants, columns, staging / "results_mean.csv")
+            if selections:
+                write_selection_csv(selections, staging / "selection.csv")
             write_text_atomic(staging / "report.md", markdown(variants, columns, title, several, notes))
             html_page = render_html(variants, columns, title, meta_lines, several, notes)
             write_text_atomic(staging / "report.html", html_page)

@@ -99,6 +99,7 @@ class ReportRow(BaseModel):
     method: str | None = None
     seed: int | None = None
     grid: dict[str, Any] = Field(default_factory=dict)
+    sweep: str | None = None  # the experiment entry a grid point belongs to (its `name` or method)
     config: dict[str, Any] = Field(default_factory=dict)  # the run's main settings, for the report
     model: str | None = None
     eval_dir: str | None = None  # relative to the experiment directory

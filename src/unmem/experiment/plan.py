@@ -33,6 +33,7 @@ class RunPlan:
     seed: int
     grid: dict[str, Any]  # the grid values of this point (empty without a grid)
     config: UnlearnConfig
+    sweep: str = ""  # the entry's `name` or method: the grid points of one entry form one sweep
 
 
 def _type_error(value: Any, hint: Any) -> str | None:
@@ -151,7 +152,8 @@ def expand_entry(config: ExperimentConfig, index: int, entry: dict[str, Any]) ->
                 key = error.keypath[0] if error.keypath else None
                 prefix = where if key in top_point or key not in config.defaults else ("defaults",)
                 raise ConfigError(prefix + error.keypath, error.message) from None
-            runs.append(RunPlan(f"{variant}-s{seed}", variant, spec.name, seed, grid, unlearn_config))
+            sweep = entry.get("name") or spec.name
+            runs.append(RunPlan(f"{variant}-s{seed}", variant, spec.name, seed, grid, unlearn_config, sweep))
     return runs
 
 

@@ -452,7 +452,7 @@ class Runner:
             rows.append(
                 ReportRow(
                     id=plan.name, kind="method", variant=plan.variant, method=plan.method, seed=plan.seed,
-                    grid=plan.grid,
+                    grid=plan.grid, sweep=plan.sweep,
                     config={k: v for k, v in plan.config.model_dump(mode="json").items() if k in settings},
                     model=str(self.out.run(plan.name).model),
                     eval_dir=self.out.relative(self.out.eval(plan.name).root),
