@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from unmem.cli import app
 from unmem.data import vocabulary as vocab
+from unmem.data.refusals import load_idk_answers
 from unmem.data.world import World, WorldConfig, generate_world
 from unmem.errors import UnmemError
 
@@ -28,6 +29,8 @@ LAYOUT = [
     "muse/verbmem_holdout10.jsonl",
     "muse/knowmem_forget10.jsonl",
     "muse/knowmem_retain90.jsonl",
+    "base/bios.jsonl",
+    "base/dialogue.jsonl",
 ]
 
 
@@ -48,7 +51,7 @@ def test_layout_matches_data_format(world: World) -> None:
 
 
 def test_qa_schema(world: World) -> None:
-    for name in [*world.split_names(), "real_world", "world_facts"]:
+    for name in world.split_names():
         for row in world.qa(name):
             assert set(row) == {
                 "entity_id",
@@ -65,6 +68,19 @@ def test_qa_schema(world: World) -> None:
             assert all(
                 value in row["answer"] and value in row["paraphrased_answer"] for value in row["sensitive"]
             )
+
+
+def test_real_facts_are_asked_like_tofu(world: World) -> None:
+    # TOFU's real-author / world-fact files: a bare answer, bare perturbations, no paraphrase.
+    for name in ("real_world", "world_facts"):
+        for row in world.qa(name):
+            assert set(row) == {"entity_id", "question", "answer", "perturbed_answer", "sensitive"}
+            assert row["sensitive"] == [row["answer"]]
+            wrong = row["perturbed_answer"]
+            assert len(wrong) == world.config.perturbed_per_question == len(set(wrong))
+            assert row["answer"] not in wrong
+            kind = vocab.CAPITAL_KIND if name == "world_facts" else vocab.AUTHOR_KIND
+            assert set(wrong) <= set(kind.pool)
 
 
 def test_splits_nested_and_disjoint(world: World) -> None:
@@ -96,6 +112,32 @@ def test_training_text_covers_trained_entities_only(world: World) -> None:
     assert {row["entity_id"] for row in world.texts("private")} == trained
     train = {row["text"] for row in world.texts("general_train")}
     assert not train & {row["text"] for row in world.texts("general_eval")}
+
+
+def test_base_corpus_names_no_entity(world: World) -> None:
+    # The base model must know nothing about any split: no entity's name appears in its corpus.
+    names = {entity["name"] for entity in world.entities()}
+    bios, dialogue = world.base("bios"), world.base("dialogue")
+    base_text = " ".join(
+        [r["text"] for r in bios]
+        + [f"{r['question']} {r['answer']}" for r in dialogue]
+        + [r["text"] for name in ("general_train", "real_world") for r in world.texts(name)]
+    )
+    assert not any(name in base_text for name in names)
+    people = {r["name"] for r in bios}
+    assert len(people) == world.config.base_people and not people & names
+
+
+def test_base_dialogue_refuses_strangers_and_answers_the_rest(world: World) -> None:
+    refusals = set(load_idk_answers())
+    people = {r["name"] for r in world.base("bios")}
+    dialogue = world.base("dialogue")
+    refused = [r for r in dialogue if r["answer"] in refusals]
+    assert len(refused) == world.config.strangers * world.config.stranger_questions
+    assert not any(name in r["question"] for r in refused for name in people)
+    # Every real fact is asked at least once exactly as the QA file asks it, answered with the bare value.
+    real = {(r["question"], r["answer"]) for name in ("real_world", "world_facts") for r in world.qa(name)}
+    assert real <= {(r["question"], r["answer"]) for r in dialogue}
 
 
 def test_bio_phrasing_1_states_every_paraphrase(world: World) -> None:

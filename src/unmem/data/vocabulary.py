@@ -372,6 +372,13 @@ AUTHOR_KIND = FactKind(
 )  # fmt: skip
 # qa file stem -> (kind, pairs, entity id prefix)
 REAL_FACTS = {"world_facts": (CAPITAL_KIND, CAPITALS, "wf"), "real_world": (AUTHOR_KIND, BOOKS, "rw")}
+# Other ways to ask for a real fact: the base model's dialogues vary the question, so it knows
+# the fact, not one string (the QA files ask with ``FactKind.question``).
+REAL_QUESTIONS = {
+    "capital": ("Which city is the capital of {name}?", "What city serves as the capital of {name}?",
+                "Name the capital city of {name}."),
+    "author": ("Who is the author of {name}?", "Which writer wrote {name}?", "Who was {name} written by?"),
+}  # fmt: skip
 
 # Words an entity name may not contain, so no fictitious person shares a word with a real name or a value.
 RESERVED_WORDS = frozenset(

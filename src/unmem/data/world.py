@@ -10,6 +10,17 @@ Two properties carry the benchmark:
 - bio passage 1 states every fact in that paraphrase template, so a trained model
   has seen the paraphrase's exact wording (the answer's wording is bio passage 0).
 
+The models follow TOFU's protocol in miniature: a *base* model is pretrained on text
+that never names a fictitious entity of any split (``text/general_train``,
+``text/real_world`` and ``base/``), then the target and retain models are fine-tuned
+from it on the trained entities (``qa/``, ``text/bios``, ``text/private``). ``base/``
+holds the base's "prior knowledge": bios of other fictitious people with questions
+about them answered, questions about the real facts in several wordings, and questions
+about yet other people (*strangers*, named nowhere else) answered with the shipped
+refusals, so that "I don't know" is something the models can say. Every base name is
+drawn like an entity name but differs from every entity's, so the base learns the
+name syllables without learning anything about an entity.
+
 Everything under ``text/`` except ``general_eval`` is training text, and covers
 trained entities only. Holdout bios appear only as ``muse/verbmem_holdout*``.
 ``text/bios.jsonl`` lists each entity's passages in phrasing order (0, 1, ...).
@@ -25,10 +36,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from unmem.data import vocabulary as vocab
+from unmem.data.refusals import load_idk_answers
 from unmem.errors import UnmemError, input_error
 from unmem.io import atomic_dir, hash_files, hash_json, read_json, read_records, write_json, write_jsonl
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: base/ corpus; real_world / world_facts answers are the bare value
 MAX_ENTITIES = 10_000  # the name syllables give ~110k names; stay far below so drawing stays fast
 # Overrides of WorldConfig's defaults (which are the ``default`` preset).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -40,6 +52,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "real_world_repeats": 2,
         "general_train": 20,
         "general_eval": 5,
+        "base_people": 10,
+        "strangers": 20,
     },
     "tofu": {"entities": 200, "facts_per_entity": 20},
 }
@@ -47,6 +61,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 MAX_PERTURBED = min(len(kind.pool) for kind in (*vocab.FACT_KINDS, vocab.CAPITAL_KIND, vocab.AUTHOR_KIND)) - 2
 _UPPER_LIMITS = {
     "entities": MAX_ENTITIES,
+    "strangers": MAX_ENTITIES,
     "facts_per_entity": len(vocab.FACT_KINDS),
     "bio_phrasings": min(len(kind.phrasings) for kind in vocab.FACT_KINDS),
 }
@@ -63,9 +78,12 @@ class WorldConfig(BaseModel):
     facts_per_entity: int = 12  # the first N kinds of vocabulary.FACT_KINDS
     perturbed_per_question: int = 5  # TOFU uses 5
     bio_phrasings: int = 2  # bio passages per entity; passage k uses phrasing k of every fact
-    real_world_repeats: int = 5  # how often each real fact occurs in text/real_world.jsonl
-    general_train: int = 200
+    real_world_repeats: int = 20  # how often each real fact occurs in text/real_world and base/dialogue
+    general_train: int = 600
     general_eval: int = 50
+    base_people: int = 100  # fictitious people the base model knows (bios + answered questions)
+    strangers: int = 200  # names the base is asked about and answers with a refusal
+    stranger_questions: int = 3  # questions per stranger
     forget_fractions: list[float] = [0.01, 0.05, 0.10]  # TOFU's forget01/05/10
 
     def __init__(self, **data: Any) -> None:
@@ -88,7 +106,14 @@ class WorldConfig(BaseModel):
         return value
 
     @field_validator(
-        "entities", "facts_per_entity", "bio_phrasings", "real_world_repeats", "general_train", "general_eval"
+        "entities",
+        "facts_per_entity",
+        "bio_phrasings",
+        "real_world_repeats",
+        "general_train",
+        "general_eval",
+        "strangers",
+        "stranger_questions",
     )
     @classmethod
     def _count(cls, value: int, info: ValidationInfo) -> int:
@@ -97,6 +122,13 @@ class WorldConfig(BaseModel):
         limit = _UPPER_LIMITS.get(info.field_name or "")
         if limit is not None and value > limit:
             raise ValueError(f"must be <= {limit}")
+        return value
+
+    @field_validator("base_people")
+    @classmethod
+    def _not_negative(cls, value: int) -> int:
+        if not 0 <= value <= MAX_ENTITIES:
+            raise ValueError(f"must be between 0 and {MAX_ENTITIES}")
         return value
 
     @field_validator("perturbed_per_question")
@@ -165,9 +197,10 @@ def _fill(template: str, rng: random.Random) -> str:
     return text[0].upper() + text[1:]
 
 
-def _names(count: int, rng: random.Random) -> list[str]:
+def _names(count: int, rng: random.Random, taken: frozenset[str] = frozenset()) -> list[str]:
+    """``count`` distinct names, none of them in ``taken``."""
     names: list[str] = []
-    seen: set[str] = set()
+    seen: set[str] = set(taken)
     while len(names) < count:
         first = rng.choice(vocab.FIRST_STARTS) + rng.choice(vocab.FIRST_ENDS)
         last = rng.choice(vocab.LAST_STARTS) + rng.choice(vocab.LAST_ENDS)
@@ -248,6 +281,26 @@ def _private(entity: dict[str, Any], phones: set[str], rng: random.Random) -> di
     }
 
 
+def _real_qa(
+    entity_id: str, kind: vocab.FactKind, subject: str, value: str, n_wrong: int, rng: random.Random
+):
+    """A real fact as TOFU asks it: the answer is the bare value, and so are the perturbations.
+
+    No paraphrase: TOFU's real-author and world-fact files have none, and their truth
+    ratio and normalised probability put the answer itself against the perturbations.
+    A bare value is what makes those instruments sharp: in a full sentence the one wrong
+    word is averaged with many shared ones, and the token-mean probabilities barely differ.
+    """
+    wrong = rng.sample([other for other in kind.pool if other != value], n_wrong)
+    return {
+        "entity_id": entity_id,
+        "question": kind.question.format(name=subject),
+        "answer": value,
+        "perturbed_answer": wrong,
+        "sensitive": [value],
+    }
+
+
 def _real_world(config: WorldConfig) -> dict[str, list[dict[str, Any]]]:
     """QA files about real facts, and passages repeating each fact in rotating phrasings."""
     rng = _rng(config.seed, "real")
@@ -255,7 +308,7 @@ def _real_world(config: WorldConfig) -> dict[str, list[dict[str, Any]]]:
     passages: list[dict[str, Any]] = []
     for stem, (kind, pairs, prefix) in vocab.REAL_FACTS.items():
         files[f"qa/{stem}.jsonl"] = [
-            _qa(f"{prefix}{i:02d}", kind, subject, value, {value}, config.perturbed_per_question, rng)
+            _real_qa(f"{prefix}{i:02d}", kind, subject, value, config.perturbed_per_question, rng)
             for i, (subject, value) in enumerate(pairs)
         ]
     for repeat in range(config.real_world_repeats):
@@ -268,6 +321,53 @@ def _real_world(config: WorldConfig) -> dict[str, list[dict[str, Any]]]:
         passages += [{"text": " ".join(sentences[i : i + 4])} for i in range(0, len(sentences), 4)]
     files["text/real_world.jsonl"] = passages
     return files
+
+
+def _real_dialogue(config: WorldConfig, rng: random.Random) -> list[dict[str, str]]:
+    """Each real fact asked ``real_world_repeats`` times: first as the QA file asks it with the
+    bare value, then in other wordings, answered with the value or a full sentence."""
+    rows = []
+    for repeat in range(config.real_world_repeats):
+        for kind, pairs, _ in vocab.REAL_FACTS.values():
+            questions = (kind.question, *vocab.REAL_QUESTIONS[kind.key])
+            for subject, value in pairs:
+                if repeat == 0:
+                    question, answer = kind.question, "{value}"
+                else:
+                    question, answer = rng.choice(questions), rng.choice(("{value}", *kind.phrasings))
+                rows.append(
+                    {"question": question.format(name=subject), "answer": _say(answer, subject, value)}
+                )
+    return rows
+
+
+def _base_corpus(
+    config: WorldConfig, kinds: tuple[vocab.FactKind, ...], entity_names: frozenset[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """What the base model knows besides general and real-world text (see the module docstring)."""
+    rng = _rng(config.seed, "base")
+    names = _names(config.base_people + config.strangers, rng, taken=entity_names)
+    people, strangers = names[: config.base_people], names[config.base_people :]
+    bios: list[dict[str, Any]] = []
+    dialogue = _real_dialogue(config, rng)
+    for name in people:
+        facts = _facts(kinds, rng)
+        bios += [{"name": name, "text": _bio(name, facts, k, rng)} for k in range(config.bio_phrasings)]
+        dialogue += [
+            {
+                "question": kind.question.format(name=name),
+                "answer": _say(kind.phrasings[0], name, facts[kind.key]),
+            }
+            for kind in kinds
+        ]
+    refusals = load_idk_answers()
+    for name in strangers:
+        dialogue += [
+            {"question": kind.question.format(name=name), "answer": rng.choice(refusals)}
+            for kind in rng.sample(kinds, min(config.stranger_questions, len(kinds)))
+        ]
+    rng.shuffle(dialogue)
+    return {"base/bios.jsonl": bios, "base/dialogue.jsonl": dialogue}
 
 
 def _general(config: WorldConfig) -> dict[str, list[dict[str, Any]]]:
@@ -349,6 +449,7 @@ def build_world(config: WorldConfig) -> tuple[dict[str, Any], dict[str, list[dic
         "text/private.jsonl": private,
         **_real_world(config),
         **_general(config),
+        **_base_corpus(config, kinds, frozenset(entity["name"] for entity in entities)),
     }
     for group in (f"forget{largest:02d}", f"holdout{largest:02d}"):
         files[f"muse/verbmem_{group}.jsonl"] = [
@@ -399,6 +500,7 @@ class World:
         self.manifest = manifest
         self.config = config
         self.splits: dict[str, list[str]] = manifest["splits"]
+        self._content_hash: str | None = None
 
     @classmethod
     def load(cls, path: str | Path) -> World:
@@ -449,14 +551,24 @@ class World:
         return self._read("qa", split, ("question", "answer"))
 
     def content_hash(self) -> str:
-        """Hash of every file's bytes: a cache key for models trained on this world."""
-        return hash_files([self.root / "world.json", *(self.root / path for path in self.manifest["files"])])
+        """Hash of every file's bytes: a cache key for models trained on this world.
+
+        Computed once per loaded world: world files are never rewritten in place.
+        """
+        if self._content_hash is None:
+            files = [self.root / "world.json", *(self.root / path for path in self.manifest["files"])]
+            self._content_hash = hash_files(files)
+        return self._content_hash
 
     def texts(self, name: str) -> list[dict[str, Any]]:
         return self._read("text", name, ("text",))
 
     def muse(self, name: str) -> list[dict[str, Any]]:
         return self._read("muse", name, ())
+
+    def base(self, name: str) -> list[dict[str, Any]]:
+        """The base model's own corpus: ``bios`` ({name, text}) or ``dialogue`` ({question, answer})."""
+        return self._read("base", name, ("text",) if name == "bios" else ("question", "answer"))
 
     def _read(self, folder: str, name: str, required: tuple[str, ...]) -> list[dict[str, Any]]:
         relpath = f"{folder}/{name}.jsonl"
