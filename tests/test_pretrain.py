@@ -1,4 +1,5 @@
-"""Models trained from scratch on the micro world: memorisation, caching, and what the retain model sees."""
+"""The base, target and retain models on the micro world: memorisation, what each model sees,
+caching (one base per world, shared by every split and seed), and the `unmem train` CLI."""
 
 from __future__ import annotations
 
@@ -13,9 +14,19 @@ from unmem.cli import app
 from unmem.data.collate import PromptFormat, encode_records, iter_batches
 from unmem.data.world import World, WorldConfig, generate_world
 from unmem.models import load_model
-from unmem.pretrain import PretrainConfig, corpus, retain_name, train_world_model, world_tokenizer
+from unmem.pretrain import (
+    PretrainConfig,
+    base_corpus,
+    corpus,
+    is_current,
+    model_name,
+    retain_name,
+    train_world_models,
+)
 
-CONFIG = PretrainConfig(preset="tiny", epochs=30, lr=5e-3, batch_size=16)
+CONFIG = PretrainConfig(
+    preset="tiny", base_epochs=20, epochs=20, lr=5e-3, base_lr=5e-3, batch_size=16, threads=1
+)
 
 
 @pytest.fixture(scope="module")
@@ -26,12 +37,9 @@ def micro_world(tmp_path_factory) -> World:
 
 
 @pytest.fixture(scope="module")
-def target_dir(micro_world, tmp_path_factory):
+def models(micro_world, tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
-    tokenizer = world_tokenizer(micro_world, root / "tokenizer", CONFIG)
-    return train_world_model(
-        micro_world, root / "target", exclude_split=None, config=CONFIG, tokenizer_dir=tokenizer
-    )
+    return train_world_models(micro_world, root, ["forget10"], CONFIG, workers=1, retain_seeds=[1])
 
 
 def exact_memorization(model_dir, records) -> float:
@@ -51,46 +59,87 @@ def exact_memorization(model_dir, records) -> float:
     return hits / total
 
 
-def test_tiny_model_memorises_the_micro_world(target_dir, micro_world):
-    info = json.loads((target_dir / "pretrain.json").read_text())
-    assert info["padding_fraction"] < 0.15  # length bucketing, not fixed-length padding
-    assert exact_memorization(target_dir, micro_world.qa("train")) >= 0.9
+def test_layout_and_names(models):
+    assert set(models) == {"target", "retain90", "retain90-seed1"}
+    root = models["target"].parent
+    assert (root / "base" / "pretrain.json").is_file() and (root / "tokenizer").is_dir()
+    infos = {name: json.loads((path / "pretrain.json").read_text()) for name, path in models.items()}
+    base_hash = json.loads((root / "base" / "pretrain.json").read_text())["hash"]
+    assert {info["base_hash"] for info in infos.values()} == {base_hash}  # one base for all
+    assert infos["retain90-seed1"]["config"]["seed"] == 1 and infos["retain90"]["config"]["seed"] == 0
+    assert infos["target"]["padding_fraction"] < 0.15  # length bucketing, not fixed-length padding
+
+
+def test_target_memorises_what_it_saw_and_nothing_else(models, micro_world):
+    assert exact_memorization(models["target"], micro_world.qa("train")) >= 0.9
     # Holdout entities were never seen: their fact values cannot be memorised.
-    assert exact_memorization(target_dir, micro_world.qa("holdout")) < 0.8
+    assert exact_memorization(models["target"], micro_world.qa("holdout")) < 0.8
+    forget = micro_world.qa("forget10")
+    assert exact_memorization(models["retain90"], forget) < exact_memorization(models["target"], forget) - 0.1
 
 
-def test_repeat_is_a_cache_hit(target_dir, micro_world):
-    before = (target_dir / "model.safetensors").stat().st_mtime_ns
+def test_repeat_and_second_split_reuse_the_base(models, micro_world):
+    root = models["target"].parent
+    before = {
+        p.name: (p / "model.safetensors").stat().st_mtime_ns for p in root.iterdir() if p.name != "tokenizer"
+    }
     start = time.perf_counter()
-    train_world_model(
-        micro_world,
-        target_dir,
-        exclude_split=None,
-        config=CONFIG,
-        tokenizer_dir=target_dir.parent / "tokenizer",
+    again = train_world_models(micro_world, root, ["forget10"], CONFIG, workers=1, retain_seeds=[1])
+    assert time.perf_counter() - start < 5 and again == models
+    more = train_world_models(micro_world, root, ["forget05"], CONFIG, workers=1)
+    assert set(more) == {"target", "retain95"}
+    after = {p.name: (p / "model.safetensors").stat().st_mtime_ns for p in root.iterdir() if p.name in before}
+    assert after == before  # base, target and retain90 untouched
+
+
+def test_is_current_knows_the_seed(models, micro_world):
+    seed1 = CONFIG.model_copy(update={"seed": 1})
+    assert is_current(micro_world, models["retain90-seed1"], "forget10", seed1)
+    assert not is_current(micro_world, models["retain90-seed1"], "forget10", CONFIG)
+    assert not is_current(
+        micro_world, models["retain90"], "forget10", CONFIG.model_copy(update={"epochs": 3})
     )
-    assert time.perf_counter() - start < 5
-    assert (target_dir / "model.safetensors").stat().st_mtime_ns == before
 
 
 def test_retain_corpus_excludes_the_forget_entities(micro_world):
     forget = set(micro_world.entity_ids("forget10"))
     qa, texts = corpus(micro_world, "forget10")
-    assert forget and not forget & {r["entity_id"] for r in qa if "entity_id" in r}
+    assert forget and not forget & {r["entity_id"] for r in qa}
     names = [e["name"] for e in micro_world.entities() if e["id"] in forget]
     assert not any(name in text for name in names for text in texts)
     full_qa, _ = corpus(micro_world, None)
     assert forget <= {r["entity_id"] for r in full_qa}
 
 
-def test_retain_name():
+def test_base_corpus_names_no_entity(micro_world):
+    dialogue, texts = base_corpus(micro_world)
+    names = [e["name"] for e in micro_world.entities()]
+    text = " ".join(texts + [f"{r['question']} {r['answer']}" for r in dialogue])
+    assert dialogue and texts and not any(name in text for name in names)
+
+
+def test_names():
     assert retain_name("forget10") == "retain90"
     assert retain_name("forget01") == "retain99"
+    assert model_name(None, 3, CONFIG) == "target"
+    assert model_name("forget10", 0, CONFIG) == "retain90"
+    assert model_name("forget05", 2, CONFIG) == "retain95-seed2"
 
 
-def test_train_cli_rejects_unknown_split_and_preset(micro_world, tmp_path):
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--preset", "huge"], "unknown model preset 'huge'"),
+        (["--epochs", "0"], "field 'epochs': Input should be greater than 0 (got 0)"),
+        (["--epochs", "-2"], "field 'epochs': Input should be greater than 0 (got -2)"),
+        (["--retain-seeds", "0,x"], "--retain-seeds '0,x': expected comma-separated integers"),
+        (["--forget-split", "forget50"], "unknown forget split 'forget50'"),
+    ],
+)
+def test_train_cli_rejects_bad_input(micro_world, tmp_path, args, expected):
     result = CliRunner().invoke(
-        app, ["train", "--world", str(micro_world.root), "--out", str(tmp_path / "m"), "--preset", "huge"]
+        app, ["train", "--world", str(micro_world.root), "--out", str(tmp_path / "m"), *args]
     )
-    assert result.exit_code == 2 and "unknown model preset 'huge'" in result.output
+    assert result.exit_code == 2 and expected in result.output
+    assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "m").exists()

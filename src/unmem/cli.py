@@ -91,18 +91,24 @@ def methods_cmd() -> None:
 @user_errors
 def train_cmd(
     world: str = typer.Option(..., help="World directory made by `unmem world`."),
-    out: str = typer.Option(..., help="Where the models go: OUT/target and OUT/retainNN."),
+    out: str = typer.Option(..., help="Where the models go: OUT/base, OUT/target, OUT/retainNN."),
     preset: str = typer.Option("small", help="Model size: tiny, small, base or large."),
     forget_split: list[str] = typer.Option(
         ["forget10"], help="Train a retain model without each of these splits."
     ),
-    seed: int = typer.Option(0, help="Initialisation and data-order seed."),
-    epochs: int | None = typer.Option(None, help="Training epochs (default: the preset's)."),
+    seed: int = typer.Option(0, help="Fine-tuning seed (data order) of the target and its retain models."),
+    retain_seeds: str | None = typer.Option(
+        None,
+        help="Comma-separated fine-tuning seeds of more retain models, e.g. 0,1,2: "
+        "OUT/retain90-seed1, ... measure the noise floor (how alike two clean models look).",
+    ),
+    epochs: int | None = typer.Option(None, help="Fine-tuning epochs (default: PretrainConfig's)."),
 ) -> None:
-    """Train the target model on the whole world and a retain model per forget split (cached)."""
+    """Pretrain the base model, then fine-tune the target on the whole world and a retain model
+    per forget split from it (all cached)."""
     from unmem.data.world import World
-    from unmem.models import get_preset
-    from unmem.pretrain import PretrainConfig, train_world_models
+    from unmem.presets import get_preset
+    from unmem.pretrain import build_pretrain_config, train_world_models
 
     loaded = World.load(world)
     get_preset(preset)
@@ -112,9 +118,18 @@ def train_cmd(
     if unknown:
         known = ", ".join(s for s in loaded.split_names() if s.startswith("forget"))
         raise UnmemError(f"unknown forget split '{unknown[0]}'; known: {known}")
-    overrides = {"preset": preset, "seed": seed} | ({"epochs": epochs} if epochs else {})
-    for path in train_world_models(loaded, out, forget_split, PretrainConfig(**overrides)).values():
+    seeds = _int_list(retain_seeds, "--retain-seeds") if retain_seeds else []
+    overrides = {"preset": preset, "seed": seed} | ({"epochs": epochs} if epochs is not None else {})
+    config = build_pretrain_config(overrides)
+    for path in train_world_models(loaded, out, forget_split, config, retain_seeds=seeds).values():
         print(path)
+
+
+def _int_list(text: str, option: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UnmemError(f"{option} '{text}': expected comma-separated integers, e.g. 0,1,2") from None
 
 
 @app.command("unlearn")

@@ -1,53 +1,102 @@
-"""Train the benchmark's models from scratch on the world: a target and retain models.
+"""The benchmark's models, TOFU's protocol in miniature: a base, then target and retain models.
 
-The *target* sees every trained entity. The *retain* model for a forget split sees
-everything except that split's entities — the gold standard of exact unlearning.
-Holdout entities are seen by neither. Models are cached: a directory whose
-``pretrain.json`` records the same hash of config + data is reused as is.
+1. A *base* model is pretrained from scratch on text that names no fictitious entity of
+   any split: general text, real-world facts in many wordings, and dialogues in the
+   ``Question: … Answer: …`` format about other people, answered when the base read
+   their bio and refused otherwise (``unmem.data.world``, ``base/``).
+2. The *target* is the base fine-tuned on every trained entity (QA, bios, private
+   records); the *retain* model of a forget split is the base fine-tuned the same way on
+   everything except that split's entities: the gold standard of exact unlearning.
+   Holdout entities are seen by no model.
+3. Retain models fine-tuned with other seeds measure the noise floor: how alike two
+   equally clean models look (``retain_seeds``).
 
-Run: ``unmem train --world runs/world --out runs/models``
+Every model is cached: a directory whose ``pretrain.json`` records the same hash of
+data + settings is reused as is. The base's hash leaves out the fine-tuning settings,
+so every split and seed of a world shares one base.
+
+Run: ``unmem train --world runs/world --out runs/models [--retain-seeds 0,1,2]``
+Layout of ``--out``: ``tokenizer/``, ``base/``, ``target/``, ``retain90/`` (fine-tuning
+seed = ``seed``, the target's), ``retain90-seed1/`` (other seeds), ...
 """
 
 from __future__ import annotations
 
 import math
 import multiprocessing
+import random
 import time
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from pydantic import BaseModel, ConfigDict, Field
-from tqdm.auto import tqdm
-from transformers import get_cosine_schedule_with_warmup
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from unmem.data.collate import Example, PromptFormat, encode_qa, encode_text, iter_batches
+from unmem.config import describe_validation_error
 from unmem.data.world import World
 from unmem.errors import UnmemError
 from unmem.io import atomic_dir, hash_json, read_json, write_json
-from unmem.models import build_model, count_parameters, get_preset, preset_dict, train_tokenizer
+from unmem.presets import get_preset
+
+# torch, transformers and the tokenizers load inside the functions that train: a cache hit
+# (`unmem train` run again) then needs none of them and answers in about a second, not ~10.
+if TYPE_CHECKING:
+    import torch
+
+    from unmem.data.collate import Example
 
 # Bump when the tokenizer's training data changes: models trained on the old one are then retrained.
-TOKENIZER_RECIPE = 2
-TEXT_FILES = ("bios", "private", "real_world", "general_train")
-GENERAL_QA = ("real_world", "world_facts")
+TOKENIZER_RECIPE = 3
+# Bump when what a model trains on, or how, changes without a config field saying so.
+TRAINING_RECIPE = 2
+REAL_TEXT_WEIGHT = 5  # makes most real names whole tokens (mean 1.7 tokens per real answer)
+ENTITY_TEXTS = ("bios", "private")
+BASE_TEXTS = ("general_train", "real_world")
+# Settings of the base model; the others (seed, epochs, lr) are the fine-tuning's.
+BASE_FIELDS = (
+    "preset",
+    "base_seed",
+    "base_epochs",
+    "base_lr",
+    "batch_size",
+    "warmup_ratio",
+    "weight_decay",
+    "max_length",
+)
 
 
 class PretrainConfig(BaseModel):
-    """Hyper-parameters for training a world model from scratch."""
+    """How the base is pretrained and the target / retain models fine-tuned from it."""
 
     model_config = ConfigDict(extra="forbid")
 
     preset: str = "small"
-    seed: int = 0
-    epochs: int = Field(20, gt=0)
+    # Fine-tuning (target and retain models)
+    seed: int = 0  # data order of the target and its paired retain model
+    epochs: int = Field(10, gt=0)
+    lr: float = Field(3e-3, gt=0)  # high for a tiny model: memorisation within a minute
+    # Share of the base corpus mixed into every fine-tuning epoch (drawn afresh each epoch):
+    # without it a tiny model fine-tuned this hard forgets its priors (refusals, real facts, fluency).
+    replay: float = Field(0.25, ge=0, le=1)
+    # Base pretraining
+    base_seed: int = 0  # initialisation and data order
+    base_epochs: int = Field(20, gt=0)
+    base_lr: float = Field(3e-3, gt=0)
+    # Both
     batch_size: int = Field(32, gt=0)
-    lr: float = Field(3e-3, gt=0)  # high for a tiny model: memorisation within a few minutes
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
-    max_length: int = Field(128, gt=8)
+    max_length: int = Field(192, gt=8)  # bios of 12 facts run to ~140 tokens: none is cut
     threads: int = Field(2, gt=0)  # torch intra-op threads; the machine has 2 cores
+
+
+def build_pretrain_config(values: dict[str, Any], source: str = "command line") -> PretrainConfig:
+    """A PretrainConfig, or a one-line UnmemError naming the bad field and value."""
+    try:
+        return PretrainConfig(**values)
+    except ValidationError as exc:
+        raise UnmemError(f"{source}: {describe_validation_error(exc)}") from None
 
 
 def retain_name(forget_split: str) -> str:
@@ -57,39 +106,55 @@ def retain_name(forget_split: str) -> str:
     return f"retain{100 - int(forget_split[6:]):02d}"
 
 
+def model_name(forget_split: str | None, seed: int, config: PretrainConfig) -> str:
+    """Directory name: ``target``, ``retain90`` (the target's seed) or ``retain90-seed1``."""
+    if forget_split is None:
+        return "target"
+    name = retain_name(forget_split)
+    return name if seed == config.seed else f"{name}-seed{seed}"
+
+
 def corpus(world: World, exclude_split: str | None) -> tuple[list[dict[str, Any]], list[str]]:
-    """QA records and passages a model trains on: trained entities minus ``exclude_split``'s."""
+    """Fine-tuning data: QA records and passages of the trained entities minus ``exclude_split``'s."""
     trained = set(world.entity_ids("train"))
     excluded = set(world.entity_ids(exclude_split)) if exclude_split else set()
     keep = trained - excluded
     qa = [r for r in world.qa("train") if r["entity_id"] in keep]
-    for name in GENERAL_QA:
-        qa.extend(world.qa(name))
-    texts = [
-        r["text"]
-        for name in TEXT_FILES
-        for r in world.texts(name)
-        if r.get("entity_id") is None or r["entity_id"] in keep
-    ]
+    texts = [r["text"] for name in ENTITY_TEXTS for r in world.texts(name) if r["entity_id"] in keep]
     return qa, texts
 
 
-def _hash(world: World, role: str, exclude_split: str | None, config: PretrainConfig) -> str:
+def base_corpus(world: World) -> tuple[list[dict[str, Any]], list[str]]:
+    """Pretraining data of the base: dialogues and passages that name no entity of any split."""
+    texts = [r["text"] for name in BASE_TEXTS for r in world.texts(name)]
+    texts += [r["text"] for r in world.base("bios")]
+    return world.base("dialogue"), texts
+
+
+def _base_hash(world: World, config: PretrainConfig) -> str:
+    settings = {name: getattr(config, name) for name in BASE_FIELDS}
+    return hash_json({"world": world.content_hash(), "recipe": TRAINING_RECIPE, "base": settings})
+
+
+def _hash(world: World, exclude_split: str | None, config: PretrainConfig) -> str:
     # Threads change speed, not the model: they are not part of the cache key.
-    settings = config.model_dump(exclude={"threads"})
-    return hash_json(
-        {"world": world.content_hash(), "role": role, "exclude": exclude_split, "config": settings}
-    )
+    settings = config.model_dump(exclude={"threads", *BASE_FIELDS})
+    return hash_json({"base": _base_hash(world, config), "exclude": exclude_split, "config": settings})
+
+
+def _cached(out_dir: Path, digest: str) -> bool:
+    info_path = out_dir / "pretrain.json"
+    return info_path.is_file() and read_json(info_path).get("hash") == digest
 
 
 def world_tokenizer(world: World, out_dir: str | Path, config: PretrainConfig) -> Path:
-    """One BPE tokenizer per world and preset, shared by all its models.
+    """One BPE tokenizer per world and preset, shared by the base and every model made from it.
 
     It is trained on every entity, holdout included: a tokenizer that knew the forget
     entities' names but not the holdout ones' would split holdout names into more
     pieces, and a model that never saw either would still tell them apart (seen here:
-    LOSS-attack AUC 0.77 for the retain model instead of ~0.5). Sharing one tokenizer
-    also keeps target and retain scores comparable token for token.
+    LOSS-attack AUC 0.77 for the retain model instead of ~0.5). The base corpus is in it
+    too, so refusals ("I don't know") are whole words, not byte fragments.
     """
     out_dir = Path(out_dir)
     preset = get_preset(config.preset)
@@ -99,12 +164,21 @@ def world_tokenizer(world: World, out_dir: str | Path, config: PretrainConfig) -
     info_path = out_dir / "tokenizer_info.json"
     if info_path.is_file() and read_json(info_path).get("hash") == digest:
         return out_dir
+    from unmem.data.collate import PromptFormat
+    from unmem.models import train_tokenizer
+
     qa, texts = corpus(world, None)
-    qa = qa + world.qa("holdout")
+    dialogue, base_texts = base_corpus(world)
+    qa = qa + dialogue + world.qa("holdout")
+    prompts = [f"{PromptFormat().template.format(question=r['question'])} {r['answer']}" for r in qa]
     verbmem_holdout = [Path(p).stem for p in world.manifest["files"] if p.startswith("muse/verbmem_holdout")]
     holdout_passages = [f"{r['prompt']} {r['gt']}" for name in verbmem_holdout for r in world.muse(name)]
+    # Real names weigh as much as they would in a real tokenizer's data: whole-word tokens.
+    # Split into fragments, a wrong name costs only its first fragment, and the token-mean
+    # probabilities TOFU compares on real_world / world_facts could barely tell it apart.
+    real_passages = [r["text"] for r in world.texts("real_world")] * REAL_TEXT_WEIGHT
     tokenizer = train_tokenizer(
-        texts + holdout_passages + [f"{r['question']} {r['answer']}" for r in qa], preset.vocab_size
+        base_texts + texts + holdout_passages + prompts + real_passages, preset.vocab_size
     )
     with atomic_dir(out_dir, overwrite=True) as staging:
         tokenizer.save_pretrained(staging)
@@ -113,12 +187,61 @@ def world_tokenizer(world: World, out_dir: str | Path, config: PretrainConfig) -
 
 
 def is_current(world: World, out_dir: str | Path, exclude_split: str | None, config: PretrainConfig) -> bool:
-    """True when ``out_dir`` holds a model trained from this world and config (a cache hit)."""
-    role = f"retain-{exclude_split}" if exclude_split else "target"
-    info_path = Path(out_dir) / "pretrain.json"
-    return info_path.is_file() and read_json(info_path).get("hash") == _hash(
-        world, role, exclude_split, config
+    """True when ``out_dir`` holds the model that fine-tuning with ``config`` (its ``seed``
+    included) would make from this world (a cache hit)."""
+    return _cached(Path(out_dir), _hash(world, exclude_split, config))
+
+
+def _examples(tokenizer: Any, qa: list[dict[str, Any]], texts: list[str], max_length: int) -> list[Example]:
+    from unmem.data.collate import PromptFormat, encode_qa, encode_text
+
+    fmt = PromptFormat()
+    return [encode_qa(tokenizer, r["question"], r["answer"], fmt, max_length=max_length) for r in qa] + [
+        encode_text(tokenizer, text, max_length=max_length) for text in texts
+    ]
+
+
+def train_base_model(
+    world: World, out_dir: str | Path, config: PretrainConfig, tokenizer_dir: str | Path
+) -> Path:
+    """Pretrain (or reuse) the base model from scratch on the base corpus; returns its directory."""
+    out_dir = Path(out_dir)
+    digest = _base_hash(world, config)
+    if _cached(out_dir, digest):
+        return out_dir
+    import torch
+    from transformers import AutoTokenizer
+
+    from unmem.models import build_model, count_parameters, preset_dict
+
+    torch.set_num_threads(config.threads)
+    preset = get_preset(config.preset)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    dialogue, texts = base_corpus(world)
+    model = build_model(preset, tokenizer, config.base_seed)
+    examples = _examples(tokenizer, dialogue, texts, config.max_length)
+    stats = _fit(
+        model,
+        examples,
+        tokenizer.pad_token_id,
+        lr=config.base_lr,
+        epochs=config.base_epochs,
+        seed=config.base_seed,
+        config=config,
+        desc="base",
     )
+    info = {
+        "hash": digest,
+        "role": "base",
+        "config": {name: getattr(config, name) for name in BASE_FIELDS},
+        "preset": preset_dict(preset),
+        "parameters": count_parameters(model),
+        "qa_records": len(dialogue),
+        "passages": len(texts),
+        **stats,
+    }
+    _save(model, tokenizer, info, out_dir)
+    return out_dir
 
 
 def train_world_model(
@@ -127,42 +250,58 @@ def train_world_model(
     *,
     exclude_split: str | None,
     config: PretrainConfig,
-    tokenizer_dir: str | Path,
+    base_dir: str | Path,
 ) -> Path:
-    """Train (or reuse) one model with the world's shared tokenizer; returns its directory."""
-    from transformers import AutoTokenizer
-
+    """Fine-tune (or reuse) the target (``exclude_split=None``) or a retain model from the base."""
     out_dir = Path(out_dir)
-    if is_current(world, out_dir, exclude_split, config):
+    digest = _hash(world, exclude_split, config)
+    if _cached(out_dir, digest):
         return out_dir
-    role = f"retain-{exclude_split}" if exclude_split else "target"
-    digest = _hash(world, role, exclude_split, config)
-    preset = get_preset(config.preset)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from unmem.models import count_parameters
+
+    base_info = read_json(Path(base_dir) / "pretrain.json")
+    if base_info.get("hash") != _base_hash(world, config):
+        raise UnmemError(f"{base_dir}: base model of other settings; train it with train_base_model first")
     torch.set_num_threads(config.threads)
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
     qa, texts = corpus(world, exclude_split)
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    fmt = PromptFormat()
-    examples: list[Example] = [
-        encode_qa(tokenizer, r["question"], r["answer"], fmt, max_length=config.max_length) for r in qa
-    ] + [encode_text(tokenizer, t, max_length=config.max_length) for t in texts]
-    model = build_model(preset, tokenizer, config.seed)
-    stats = _fit(model, examples, tokenizer.pad_token_id, config, desc=role)
+    role = f"retain-{exclude_split}" if exclude_split else "target"
+    stats = _fit(
+        model,
+        _examples(tokenizer, qa, texts, config.max_length),
+        tokenizer.pad_token_id,
+        lr=config.lr,
+        epochs=config.epochs,
+        seed=config.seed,
+        config=config,
+        desc=f"{role} seed {config.seed}",
+        replay=_examples(tokenizer, *base_corpus(world), config.max_length),
+    )
     info = {
         "hash": digest,
         "role": role,
         "exclude_split": exclude_split,
+        "base_hash": base_info["hash"],
         "config": config.model_dump(),
-        "preset": preset_dict(preset),
+        "preset": base_info["preset"],
         "parameters": count_parameters(model),
         "qa_records": len(qa),
         "passages": len(texts),
         **stats,
     }
+    _save(model, tokenizer, info, out_dir)
+    return out_dir
+
+
+def _save(model: torch.nn.Module, tokenizer: Any, info: dict[str, Any], out_dir: Path) -> None:
     with atomic_dir(out_dir, overwrite=True) as staging:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         write_json(staging / "pretrain.json", info)
-    return out_dir
 
 
 def train_world_models(
@@ -172,32 +311,42 @@ def train_world_models(
     config: PretrainConfig,
     *,
     workers: int | None = None,
+    retain_seeds: Sequence[int] = (),
 ) -> dict[str, Path]:
-    """The target and one retain model per forget split, trained side by side.
+    """The base, then the target and retain models fine-tuned from it side by side.
+
+    ``retain_seeds``: fine-tuning seeds of the retain models besides ``config.seed`` (the
+    target's, always trained, named plainly). Returns {"target": dir, "retain90": dir,
+    "retain90-seed1": dir, ...}; the base is ``out_dir/base``.
 
     Tiny models use a CPU core poorly from one process (small matrices), so on a
-    2-core machine two single-threaded processes train ~1.3-1.8x more tokens per second
-    in total than one process with two threads (benchmarks/pretrain_throughput.py).
-    Returns {"target": dir, "retain90": dir, ...}.
+    2-core machine two single-threaded processes train ~1.2-1.4x more tokens per second
+    in total than one process with two threads (benchmarks/pretrain_throughput.py). The
+    base is one model, so it trains alone with every thread.
     """
     out_dir = Path(out_dir)
-    tokenizer_dir = world_tokenizer(world, out_dir / "tokenizer", config)
-    jobs = {"target": None} | {retain_name(split): split for split in forget_splits}
+    seeds = list(dict.fromkeys([config.seed, *retain_seeds]))
+    jobs: dict[str, tuple[str | None, PretrainConfig]] = {"target": (None, config)}
+    for split in forget_splits:
+        for seed in seeds:
+            jobs[model_name(split, seed, config)] = (split, config.model_copy(update={"seed": seed}))
     done = {
         name: out_dir / name
-        for name, split in jobs.items()
-        if is_current(world, out_dir / name, split, config)
+        for name, (split, cfg) in jobs.items()
+        if is_current(world, out_dir / name, split, cfg)
     }
-    jobs = {name: split for name, split in jobs.items() if name not in done}
+    jobs = {name: job for name, job in jobs.items() if name not in done}
+    if not jobs:
+        return {name: out_dir / name for name in done}
+    tokenizer_dir = world_tokenizer(world, out_dir / "tokenizer", config)
+    base_dir = train_base_model(world, out_dir / "base", config, tokenizer_dir)
     workers = workers or min(len(jobs), config.threads)
     if workers <= 1:
-        return {
-            name: train_world_model(
-                world, out_dir / name, exclude_split=split, config=config, tokenizer_dir=tokenizer_dir
-            )
-            for name, split in jobs.items()
+        trained = {
+            name: train_world_model(world, out_dir / name, exclude_split=split, config=cfg, base_dir=base_dir)
+            for name, (split, cfg) in jobs.items()
         }
-    per_job = config.model_copy(update={"threads": max(1, config.threads // workers)})
+        return done | trained
     context = multiprocessing.get_context("spawn")  # fork + torch threads can deadlock
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         futures = {
@@ -206,16 +355,16 @@ def train_world_models(
                 str(world.root),
                 str(out_dir / name),
                 split,
-                per_job.model_dump(),
-                str(tokenizer_dir),
+                cfg.model_copy(update={"threads": max(1, config.threads // workers)}).model_dump(),
+                str(base_dir),
             )
-            for name, split in jobs.items()
+            for name, (split, cfg) in jobs.items()
         }
         return done | {name: Path(future.result()) for name, future in futures.items()}
 
 
 def _train_in_subprocess(
-    world_root: str, out_dir: str, split: str | None, config: dict[str, Any], tokenizer_dir: str
+    world_root: str, out_dir: str, split: str | None, config: dict[str, Any], base_dir: str
 ) -> str:
     return str(
         train_world_model(
@@ -223,32 +372,52 @@ def _train_in_subprocess(
             out_dir,
             exclude_split=split,
             config=PretrainConfig(**config),
-            tokenizer_dir=tokenizer_dir,
+            base_dir=base_dir,
         )
     )
 
 
 def _fit(
-    model: torch.nn.Module, examples: list[Example], pad_token_id: int, config: PretrainConfig, desc: str
+    model: torch.nn.Module,
+    examples: list[Example],
+    pad_token_id: int,
+    *,
+    lr: float,
+    epochs: int,
+    seed: int,
+    config: PretrainConfig,
+    desc: str,
+    replay: Sequence[Example] = (),
 ) -> dict[str, float]:
-    """Plain AdamW + cosine schedule; returns timing and token counts for the record."""
-    steps_per_epoch = math.ceil(len(examples) / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    schedule = get_cosine_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
+    """Plain AdamW + warmup + cosine decay to 0; returns timing and token counts for the record.
+
+    Each epoch adds ``config.replay`` of the ``replay`` examples, drawn afresh with ``seed``.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from unmem.data.collate import iter_batches
+
+    n_replay = round(config.replay * len(replay))
+    steps_per_epoch = math.ceil((len(examples) + n_replay) / config.batch_size)
+    total_steps = steps_per_epoch * epochs
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.weight_decay)
+    schedule = _warmup_cosine(optimizer, int(config.warmup_ratio * total_steps), total_steps)
     model.train()
     real_tokens = padded_tokens = 0
     start = time.perf_counter()
     progress = tqdm(total=total_steps, desc=f"train {desc}", unit="step", disable=None)
     loss_value = float("nan")
-    for epoch in range(config.epochs):
-        for batch in iter_batches(examples, config.batch_size, pad_token_id, seed=config.seed * 1000 + epoch):
+    for epoch in range(epochs):
+        drawn = random.Random(f"replay/{seed}/{epoch}").sample(list(replay), n_replay) if n_replay else []
+        epoch_examples = list(examples) + drawn
+        for batch in iter_batches(epoch_examples, config.batch_size, pad_token_id, seed=seed * 1000 + epoch):
             out = model(
                 input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
             )
             if not torch.isfinite(out.loss):
                 raise UnmemError(
-                    f"training {desc}: loss became {out.loss.item()} at epoch {epoch}; lower --lr"
+                    f"training {desc}: loss became {out.loss.item()} at epoch {epoch}; lower the lr"
                 )
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -269,3 +438,16 @@ def _fit(
         "padding_fraction": round(1 - real_tokens / max(padded_tokens, 1), 4),
         "final_loss": round(loss_value, 4),
     }
+
+
+def _warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> Any:
+    """Linear warmup, then cosine decay to 0: transformers' schedule, without importing its
+    optimisation module (which pulls in peft, seconds per training process)."""
+    import torch
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return step / max(1, warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
