@@ -2,9 +2,10 @@
 
 Ceiling: training steps on random token batches of one fixed length (no padding, no
 data handling) — the most tokens/s this machine does for the preset. Pipeline: the
-world's real length-bucketed batches, as ``unmem train`` feeds them. Both are measured
-with 1 and 2 torch threads, and as two concurrent single-threaded processes (what
-``train_world_models`` does for target + retain).
+world's real length-bucketed batches, as ``unmem train`` feeds them: the base corpus
+(``base``) and the target's fine-tuning corpus (``finetune``). Each is measured with 1 and
+2 torch threads, and as two concurrent single-threaded processes (what
+``train_world_models`` does for target + retain; the base trains alone with 2 threads).
 
 Run: ``python benchmarks/pretrain_throughput.py --world runs/world --presets tiny small``
 (the world is generated there if missing). Prints a table; ``--out FILE`` writes JSON.
@@ -16,6 +17,7 @@ import argparse
 import json
 import multiprocessing
 import resource
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,18 +25,23 @@ import torch
 
 from unmem.data.collate import PromptFormat, encode_qa, encode_text, iter_batches
 from unmem.data.world import World, WorldConfig, generate_world
-from unmem.models import build_model, get_preset, train_tokenizer
-from unmem.pretrain import corpus
+from unmem.models import build_model, get_preset
+from unmem.pretrain import PretrainConfig, base_corpus, corpus, world_tokenizer
 
 STEPS = 20
 
 
-def _batches(world_dir: str, vocab_size: int, kind: str) -> tuple[object, list[dict]]:
+def _batches(world_dir: str, preset_name: str, kind: str) -> tuple[object, list[dict]]:
+    from transformers import AutoTokenizer
+
     world = World.load(world_dir)
-    qa, texts = corpus(world, None)
-    tokenizer = train_tokenizer(texts + [f"{r['question']} {r['answer']}" for r in qa], vocab_size)
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = AutoTokenizer.from_pretrained(
+            world_tokenizer(world, tmp, PretrainConfig(preset=preset_name))
+        )
+    qa, texts = base_corpus(world) if kind == "base" else corpus(world, None)
     examples = [encode_qa(tokenizer, r["question"], r["answer"], PromptFormat()) for r in qa]
-    examples += [encode_text(tokenizer, t, max_length=128) for t in texts]
+    examples += [encode_text(tokenizer, t, max_length=PretrainConfig().max_length) for t in texts]
     batches = list(iter_batches(examples, 32, tokenizer.pad_token_id, seed=0))[: STEPS + 3]
     if kind == "ceiling":
         # Same number of tokens per step as the real batches, but one fixed length and no mask.
@@ -49,7 +56,7 @@ def measure(world_dir: str, preset_name: str, kind: str, threads: int) -> float:
     """Tokens per second over STEPS optimiser steps (after 3 warm-up steps)."""
     torch.set_num_threads(threads)
     preset = get_preset(preset_name)
-    tokenizer, batches = _batches(world_dir, preset.vocab_size, kind)
+    tokenizer, batches = _batches(world_dir, preset_name, kind)
     model = build_model(preset, tokenizer, seed=0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     tokens, start = 0, 0.0
@@ -78,7 +85,7 @@ def main() -> None:
         generate_world(WorldConfig.from_preset("default"), args.world)
     rows = []
     for preset in args.presets:
-        for kind in ("ceiling", "pipeline"):
+        for kind in ("ceiling", "base", "finetune"):
             row = {"preset": preset, "kind": kind}
             for threads in (1, 2):
                 row[f"1 process x {threads} threads"] = round(measure(str(args.world), preset, kind, threads))

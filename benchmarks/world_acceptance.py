@@ -1,56 +1,295 @@
-"""Does the built-in benchmark separate "has seen" from "has not seen"? Time and measure it.
+"""Does the built-in benchmark separate "has seen" from "has not seen", sharply? Time and measure it.
 
-Generates a world, trains the target, a retain model for ``--split`` and a second
-retain model with another seed (all cached), then reports: exact memorisation of
-trained answers, forget quality (KS test on truth ratios) of target vs retain and of
-retain vs retain (other seed), and the LOSS membership-inference AUC forget vs holdout.
+Builds a world, pretrains the base, fine-tunes the target and the retain model of
+``--split`` (timed: the cold start), a second split's retain model (reusing the base),
+and retain models with other fine-tuning seeds (the noise floor); times a cached
+``unmem train``. Then measures every acceptance check of the benchmark:
 
-Run: ``python benchmarks/world_acceptance.py --out runs/acceptance`` (add ``--preset micro --model-preset tiny``
-for a quick look). Prints a table and writes ``acceptance.json``.
+- target exact memorisation of the forget answers; forget quality target vs retain;
+  LOSS membership AUC forget vs holdout for target and retain;
+- the noise floor: forget quality between every pair of retain models (seeds);
+- the utility instruments on the target: probability, ROUGE-L recall and truth ratio
+  on retain, real_world and world_facts, and model utility (their harmonic mean);
+- refusals: the target's token-mean NLL of every shipped refusal after the forget and
+  the holdout questions, and what greedy decoding answers to holdout questions;
+- sensitivity: model utility after 0, 10, 20, 40 steps of gradient ascent on the forget set.
+
+Conventions (TOFU's reference evaluator): on real_world / world_facts the truth ratio's
+denominator is the ``answer`` and probability is normalised, P̃(a) / (P̃(a) + Σ P̃(perturbed));
+on forget and retain the denominator is the paraphrase. The retain set is the first
+max(len(forget), 100) retain questions, as ``unmem eval`` takes it.
+
+Run: ``python benchmarks/world_acceptance.py --out runs/acceptance`` (add ``--preset micro
+--model-preset tiny`` for a quick look). Prints a table and writes ``acceptance.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
-import resource
+import os
+import re
+import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 
+from unmem.data import vocabulary as vocab
 from unmem.data.collate import PromptFormat
+from unmem.data.refusals import load_idk_answers
 from unmem.data.world import World, WorldConfig, generate_world
 from unmem.io import write_json
-from unmem.metrics import mia, tofu
-from unmem.metrics.scoring import answer_token_scores, grouped_answer_scores
+from unmem.metrics import generation, mia, scoring, tofu
+from unmem.metrics.stats import harmonic_mean
 from unmem.models import load_model
-from unmem.pretrain import PretrainConfig, retain_name, train_world_model, train_world_models, world_tokenizer
+from unmem.pretrain import PretrainConfig, base_corpus, corpus, model_name, retain_name, train_world_models
+
+UTILITY_SETS = ("retain", "real_world", "world_facts")
+GA_STEPS = (0, 10, 20, 40)
+FMT = PromptFormat()
 
 
-def truth_ratios_and_scores(
-    model_dir: Path, forget: list[dict], holdout: list[dict]
-) -> dict[str, np.ndarray]:
+def answer_nlls(model: Any, tokenizer: Any, questions: list[str], answers: list[str]) -> np.ndarray:
+    scores = scoring.answer_token_scores(model, tokenizer, questions, answers, FMT, with_zscores=False)
+    return np.array([s.nll for s in scores])
+
+
+def perturbed_nlls(model: Any, tokenizer: Any, records: list[dict]) -> list[list[float]]:
+    groups = scoring.grouped_answer_scores(
+        model, tokenizer, [r["question"] for r in records], [r["perturbed_answer"] for r in records], FMT
+    )
+    return [[s.nll for s in group] for group in groups]
+
+
+def forget_truth_ratios(model: Any, tokenizer: Any, records: list[dict]) -> np.ndarray:
+    questions = [r["question"] for r in records]
+    para = answer_nlls(model, tokenizer, questions, [r["paraphrased_answer"] for r in records])
+    return tofu.truth_ratios(para, perturbed_nlls(model, tokenizer, records))
+
+
+def utility(model: Any, tokenizer: Any, qa: dict[str, list[dict]]) -> dict[str, float]:
+    """The 9 TOFU utility numbers and their harmonic mean (conventions: module docstring)."""
+    out: dict[str, float] = {}
+    for name in UTILITY_SETS:
+        records = qa[name]
+        questions = [r["question"] for r in records]
+        answer = answer_nlls(model, tokenizer, questions, [r["answer"] for r in records])
+        pert = perturbed_nlls(model, tokenizer, records)
+        if name == "retain":
+            prob = tofu.probability(answer).value
+            para = answer_nlls(model, tokenizer, questions, [r["paraphrased_answer"] for r in records])
+            ratio = tofu.truth_ratio(para, pert, mode="utility").value
+        else:
+            prob = tofu.normalized_probability(answer, pert).value
+            ratio = tofu.truth_ratio(answer, pert, mode="utility").value
+        generated = scoring.generate_answers(model, tokenizer, questions, FMT, max_new_tokens=48)
+        rouge = tofu.rouge_l(generated, [r["answer"] for r in records], variant="recall").value
+        out |= {f"{name}_prob": prob, f"{name}_rouge": rouge, f"{name}_truth_ratio": ratio}
+    out["model_utility"] = harmonic_mean(list(out.values()))
+    return out
+
+
+def refusal_nll(model: Any, tokenizer: Any, records: list[dict]) -> float:
+    """Token-mean NLL of every shipped refusal after every question, averaged."""
+    refusals = load_idk_answers()
+    questions = [r["question"] for r in records]
+    groups = scoring.grouped_answer_scores(model, tokenizer, questions, [refusals] * len(questions), FMT)
+    return float(np.mean([s.nll for group in groups for s in group]))
+
+
+def classify_answers(questions: list[str], answers: list[str], known_words: set[str]) -> dict[str, Any]:
+    """What greedy decoding says about people no model saw.
+
+    ``refusal``: one of the shipped refusals. ``fluent``: every word is a word of the
+    training text or of the question (case aside). ``blended_name``: fluent but for a name
+    built from the world's name syllables that belongs to nobody ("Jorricridge"), a
+    wrong answer about a half-recognised person. ``fragments``: any other word, i.e. the
+    byte-level pieces a model emits when it cannot say something.
+    """
+    refusals = set(load_idk_answers())
+    syllables = "|".join(sorted({*vocab.FIRST_STARTS, *vocab.LAST_STARTS}, key=len, reverse=True))
+    endings = "|".join(sorted({*vocab.FIRST_ENDS, *vocab.LAST_ENDS}, key=len, reverse=True))
+    name_shaped = re.compile(rf"(?:{syllables})(?:{endings})+(?:'s)?")
+    kinds = []
+    for question, answer in zip(questions, answers, strict=True):
+        unknown = [
+            word
+            for word in re.findall(r"[A-Za-z']+", answer)
+            if word.lower() not in known_words and word.lower() not in question.lower()
+        ]
+        if answer in refusals:
+            kinds.append("refusal")
+        elif not answer.strip() or any(not name_shaped.fullmatch(word) for word in unknown):
+            kinds.append("fragments")
+        else:
+            kinds.append("blended_name" if unknown else "fluent")
+    counts = {kind: kinds.count(kind) for kind in ("refusal", "fluent", "blended_name", "fragments")}
+    return counts | {
+        "fragment_examples": [a for a, k in zip(answers, kinds, strict=True) if k == "fragments"][:5]
+    }
+
+
+def training_words(world: World) -> set[str]:
+    qa, texts = corpus(world, None)
+    dialogue, base_texts = base_corpus(world)
+    text = " ".join(texts + base_texts + [f"{r['question']} {r['answer']}" for r in qa + dialogue])
+    return {word.lower() for word in re.findall(r"[A-Za-z']+", text)}
+
+
+def score_target(model_dir: Path, world: World, split: str, qa: dict[str, list[dict]]) -> dict[str, Any]:
     model, tokenizer = load_model(model_dir, device="cpu")
-    fmt = PromptFormat()
-    para = answer_token_scores(
-        model, tokenizer, [r["question"] for r in forget], [r["paraphrased_answer"] for r in forget], fmt
+    holdout = qa["holdout"]
+    answers = scoring.generate_answers(
+        model, tokenizer, [r["question"] for r in holdout], FMT, max_new_tokens=32
     )
-    pert = grouped_answer_scores(
-        model, tokenizer, [r["question"] for r in forget], [r["perturbed_answer"] for r in forget], fmt
+    member = scoring.answer_token_scores(
+        model, tokenizer, [r["question"] for r in qa["forget"]], [r["answer"] for r in qa["forget"]], FMT
     )
-    ratios = tofu.truth_ratios([s.nll for s in para], [[s.nll for s in group] for group in pert])
-    member = answer_token_scores(
-        model, tokenizer, [r["question"] for r in forget], [r["answer"] for r in forget], fmt
+    general = scoring.text_token_scores(model, tokenizer, [r["text"] for r in world.texts("general_eval")])
+    return {
+        "exact_mem_forget": tofu.exact_memorization([s.argmax_match for s in member]).value,
+        "refusal_nll_forget": refusal_nll(model, tokenizer, qa["forget"]),
+        "refusal_nll_holdout": refusal_nll(model, tokenizer, holdout),
+        "holdout_answers": classify_answers([r["question"] for r in holdout], answers, training_words(world)),
+        "general_ppl": generation.perplexity([-s.logps for s in general]).value,
+        **utility(model, tokenizer, qa),
+    }
+
+
+def membership_auc(model_dir: Path, qa: dict[str, list[dict]]) -> float:
+    model, tokenizer = load_model(model_dir, device="cpu")
+    forget, holdout = qa["forget"], qa["holdout"]
+    member = answer_nlls(model, tokenizer, [r["question"] for r in forget], [r["answer"] for r in forget])
+    non_member = answer_nlls(
+        model, tokenizer, [r["question"] for r in holdout], [r["answer"] for r in holdout]
     )
-    non_member = answer_token_scores(
-        model, tokenizer, [r["question"] for r in holdout], [r["answer"] for r in holdout], fmt
+    return mia.membership_auc(-member, -non_member, name="loss").value
+
+
+def ga_utility_curve(target: Path, world: World, split: str, qa: dict, out: Path, lr: float) -> list[dict]:
+    """Model utility after 0, 10, 20, 40 gradient-ascent steps on the forget set (constant lr)."""
+    from unmem.config import build_config
+    from unmem.train import unlearn
+
+    curve = []
+    for steps in GA_STEPS:
+        model_dir = target
+        if steps:
+            config = build_config(
+                {
+                    "method": "ga",
+                    "lr": lr,
+                    "max_steps": steps,
+                    "epochs": 100,
+                    "batch_size": 16,
+                    "device": "cpu",
+                }
+            )
+            model_dir = unlearn(
+                target, world.root / "qa" / f"{split}.jsonl", out / f"ga{steps}", config, overwrite=True
+            )
+        model, tokenizer = load_model(model_dir, device="cpu")
+        curve.append({"steps": steps, **utility(model, tokenizer, qa)})
+    return curve
+
+
+def timed(timings: dict[str, float], key: str, func: Any, *args: Any, **kwargs: Any) -> Any:
+    start = time.perf_counter()
+    result = func(*args, **kwargs)
+    timings[key] = round(time.perf_counter() - start, 1)
+    return result
+
+
+def build(
+    args: argparse.Namespace, config: PretrainConfig
+) -> tuple[World, dict[str, Path], dict[str, float]]:
+    """World and every model, timing the cold start, a second split and a cached repeat."""
+    timings: dict[str, float] = {}
+    world_dir, models_dir = args.out / "world", args.out / "models"
+    if not (world_dir / "world.json").is_file():
+        world_config = WorldConfig.from_preset(args.preset, seed=args.world_seed)
+        timed(timings, "world", generate_world, world_config, world_dir)
+    world = World.load(world_dir)
+    models = timed(timings, "base_target_retain", train_world_models, world, models_dir, [args.split], config)
+    if args.second_split:
+        timed(timings, "second_split", train_world_models, world, models_dir, [args.second_split], config)
+    seeds = [int(s) for s in args.retain_seeds.split(",")]
+    models |= timed(
+        timings,
+        "noise_floor_retains",
+        train_world_models,
+        world,
+        models_dir,
+        [args.split],
+        config,
+        retain_seeds=seeds,
+    )
+    # `unmem train` sets only these fields: time it when the rest are the defaults.
+    cli_config = PretrainConfig(preset=config.preset, seed=config.seed, epochs=config.epochs)
+    if args.time_cli and config.model_dump(exclude={"threads"}) == cli_config.model_dump(exclude={"threads"}):
+        command = [
+            sys.executable,
+            "-m",
+            "unmem",
+            "train",
+            "--world",
+            str(world_dir),
+            "--out",
+            str(models_dir),
+        ]
+        command += ["--preset", config.preset, "--seed", str(config.seed), "--epochs", str(config.epochs)]
+        command += ["--forget-split", args.split]
+        timed(timings, "cached_cli_repeat", subprocess.run, command, check=True, capture_output=True)
+    return world, models, timings
+
+
+def measure(args: argparse.Namespace, world: World, models: dict[str, Path], config: PretrainConfig) -> dict:
+    """Every acceptance number except timings (conventions: module docstring)."""
+    pct = int(args.split.removeprefix("forget"))
+    forget = world.qa(args.split)
+    qa = {
+        "forget": forget,
+        "holdout": world.qa(f"holdout{pct:02d}"),
+        "retain": world.qa(retain_name(args.split))[: max(len(forget), 100)],
+        "real_world": world.qa("real_world"),
+        "world_facts": world.qa("world_facts"),
+    }
+    seeds = [int(s) for s in args.retain_seeds.split(",")]
+    retains = {f"seed{s}": models[model_name(args.split, s, config)] for s in seeds}
+    ratios = {
+        name: forget_truth_ratios(*load_model(path, device="cpu"), forget) for name, path in retains.items()
+    }
+    target_ratios = forget_truth_ratios(*load_model(models["target"], device="cpu"), forget)
+    fq = tofu.forget_quality(target_ratios, ratios[f"seed{config.seed}"])
+    floor = tofu.noise_floor(ratios)
+    info = {name: json.loads((path / "pretrain.json").read_text()) for name, path in models.items()}
+    info["base"] = json.loads((models["target"].parent / "base" / "pretrain.json").read_text())
+    ga = (
+        []
+        if args.skip_ga
+        else ga_utility_curve(models["target"], world, args.split, qa, args.out / "ga", args.ga_lr)
     )
     return {
-        "truth_ratio": ratios,
-        "member_nll": np.array([s.nll for s in member]),
-        "holdout_nll": np.array([s.nll for s in non_member]),
-        "exact_mem": tofu.exact_memorization([s.argmax_match for s in member]).value,
+        "parameters": info["target"]["parameters"],
+        "target": score_target(models["target"], world, args.split, qa),
+        "forget_quality_target_vs_retain": fq.value,
+        "forget_quality_target_vs_retain_log10": fq.extra["log10_pvalue"],
+        "mia_loss_auc_target": membership_auc(models["target"], qa),
+        "mia_loss_auc_retain": membership_auc(models[retain_name(args.split)], qa),
+        "noise_floor": {"median": floor.value, **floor.extra},
+        "ga_utility": ga,
+        "train": {
+            name: {
+                k: data[k]
+                for k in ("train_seconds", "tokens", "tokens_per_second", "padding_fraction", "final_loss")
+            }
+            for name, data in info.items()
+        },
     }
 
 
@@ -58,68 +297,129 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/acceptance"))
     parser.add_argument("--preset", default="default", help="world preset")
-    parser.add_argument("--model-preset", default="small")
+    parser.add_argument("--world-seed", type=int, default=0)
     parser.add_argument("--split", default="forget10")
-    parser.add_argument("--epochs", type=int, default=None)
-    args = parser.parse_args()
-
-    timings: dict[str, float] = {}
-    start = time.perf_counter()
-    world_dir = args.out / "world"
-    if not (world_dir / "world.json").is_file():
-        generate_world(WorldConfig.from_preset(args.preset), world_dir)
-    world = World.load(world_dir)
-    timings["world"] = time.perf_counter() - start
-
-    config = PretrainConfig(preset=args.model_preset, **({"epochs": args.epochs} if args.epochs else {}))
-    start = time.perf_counter()
-    models = train_world_models(world, args.out / "models", [args.split], config)
-    timings["target_and_retain"] = time.perf_counter() - start
-    start = time.perf_counter()
-    tokenizer_dir = world_tokenizer(world, args.out / "models" / "tokenizer", config)
-    second = train_world_model(
-        world,
-        args.out / "models" / f"{retain_name(args.split)}-seed1",
-        exclude_split=args.split,
-        config=config.model_copy(update={"seed": 1}),
-        tokenizer_dir=tokenizer_dir,
+    parser.add_argument("--second-split", default="forget05", help="'' to skip")
+    parser.add_argument(
+        "--retain-seeds", default="0,1,2", help="fine-tuning seeds of the noise floor's retain models"
     )
-    timings["second_retain"] = time.perf_counter() - start
+    parser.add_argument(
+        "--models", default="{}", help='PretrainConfig fields as JSON, e.g. {"preset": "tiny"}'
+    )
+    parser.add_argument("--ga-lr", type=float, default=5e-4)
+    parser.add_argument("--skip-ga", action="store_true")
+    parser.add_argument("--time-cli", action=argparse.BooleanOptionalAction, default=True)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    config = PretrainConfig(**json.loads(args.models))
+    load = os.getloadavg()
+    world, models, timings = build(args, config)
 
-    forget, holdout = world.qa(args.split), world.qa(args.split.replace("forget", "holdout"))
-    target = truth_ratios_and_scores(models["target"], forget, holdout)
-    retain = truth_ratios_and_scores(models[retain_name(args.split)], forget, holdout)
-    retain2 = truth_ratios_and_scores(second, forget, holdout)
-    target_vs_retain = tofu.forget_quality(target["truth_ratio"], retain["truth_ratio"])
-    retain_vs_retain = tofu.forget_quality(retain2["truth_ratio"], retain["truth_ratio"])
-    train_info = {name: json.loads((path / "pretrain.json").read_text()) for name, path in models.items()}
     result = {
         "world": args.preset,
-        "model_preset": args.model_preset,
-        "parameters": train_info["target"]["parameters"],
-        "exact_memorization_target_forget": target["exact_mem"],
-        "exact_memorization_target_retain_model_forget": retain["exact_mem"],
-        "forget_quality_target_vs_retain": target_vs_retain.value,
-        "forget_quality_target_vs_retain_log10": target_vs_retain.extra["log10_pvalue"],
-        "forget_quality_retain_seed1_vs_retain": retain_vs_retain.value,
-        "mia_loss_auc_target": mia.membership_auc(
-            -target["member_nll"], -target["holdout_nll"], name="loss"
-        ).value,
-        "mia_loss_auc_retain": mia.membership_auc(
-            -retain["member_nll"], -retain["holdout_nll"], name="loss"
-        ).value,
-        "seconds": {k: round(v, 1) for k, v in timings.items()},
-        "train": {
-            name: {
-                k: info[k]
-                for k in ("train_seconds", "tokens", "tokens_per_second", "padding_fraction", "final_loss")
-            }
-            for name, info in train_info.items()
-        },
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "models": config.model_dump(),
+        "load_before": [round(x, 2) for x in load],
+        **measure(args, world, models, config),
+        "seconds": timings,
+        "load_after": [round(x, 2) for x in os.getloadavg()],
     }
+    result["checks"] = checks(result)
     write_json(args.out / "acceptance.json", result)
+    table = "\n".join(
+        f"| {name} | {value} | {bar} | {'yes' if ok else 'NO'} |" for name, value, bar, ok in result["checks"]
+    )
+    (args.out / "acceptance.md").write_text(
+        "| check | value | bar | met |\n|---|---|---|---|\n" + table + "\n"
+    )
     print(json.dumps(result, indent=2))
+    print(table)
+
+
+def checks(r: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
+    """Every acceptance bar of the benchmark: (check, measured, bar, met)."""
+    t, noise = r["target"], r["noise_floor"]
+    curve = [row["model_utility"] for row in r["ga_utility"]]
+    seconds = r["seconds"]
+    cold = seconds.get("world", 0) + seconds["base_target_retain"]
+    rows = [
+        (
+            "target exact memorisation, forget",
+            t["exact_mem_forget"],
+            ">= 0.95",
+            t["exact_mem_forget"] >= 0.95,
+        ),
+        (
+            "forget quality target vs retain",
+            r["forget_quality_target_vs_retain"],
+            "<= 1e-5",
+            r["forget_quality_target_vs_retain"] <= 1e-5,
+        ),
+        ("LOSS MIA AUC target", r["mia_loss_auc_target"], ">= 0.9", r["mia_loss_auc_target"] >= 0.9),
+        (
+            "LOSS MIA AUC retain",
+            r["mia_loss_auc_retain"],
+            "0.5 ± 0.1",
+            abs(r["mia_loss_auc_retain"] - 0.5) <= 0.1,
+        ),
+        (
+            "noise floor: median forget quality, retain pairs",
+            noise["median"],
+            ">= 0.3",
+            noise["median"] >= 0.3,
+        ),
+        ("noise floor: min forget quality, retain pairs", noise["min"], "> 0.05", noise["min"] > 0.05),
+    ]
+    for name in ("real_world", "world_facts"):
+        rows += [
+            (f"target {name} normalised probability", t[f"{name}_prob"], ">= 0.6", t[f"{name}_prob"] >= 0.6),
+            (
+                f"target {name} truth ratio max(0, 1-R)",
+                t[f"{name}_truth_ratio"],
+                ">= 0.5",
+                t[f"{name}_truth_ratio"] >= 0.5,
+            ),
+        ]
+    rows += [
+        ("target retain probability", t["retain_prob"], ">= 0.8", t["retain_prob"] >= 0.8),
+        ("target model utility", t["model_utility"], ">= 0.5", t["model_utility"] >= 0.5),
+        (
+            "target refusal NLL after forget questions",
+            t["refusal_nll_forget"],
+            "<= 1.5",
+            t["refusal_nll_forget"] <= 1.5,
+        ),
+        (
+            "target refusal NLL after holdout questions",
+            t["refusal_nll_holdout"],
+            "<= 1.5",
+            t["refusal_nll_holdout"] <= 1.5,
+        ),
+        (
+            "holdout answers: refusal / fluent / fragments",
+            "/".join(str(t["holdout_answers"][k]) for k in ("refusal", "fluent", "fragments")),
+            "0 fragments",
+            t["holdout_answers"]["fragments"] == 0,
+        ),
+        (
+            "model utility after 0/10/20/40 GA steps",
+            "/".join(f"{u:.3f}" for u in curve),
+            "falls",
+            bool(curve) and all(a > b for a, b in itertools.pairwise(curve)),
+        ),
+        ("cold start: world + base + target + retain (s)", cold, "<= 300", cold <= 300),
+    ]
+    if "cached_cli_repeat" in seconds:
+        rows.append(
+            (
+                "cached `unmem train` repeat (s)",
+                seconds["cached_cli_repeat"],
+                "<= 10",
+                seconds["cached_cli_repeat"] <= 10,
+            )
+        )
+    return [
+        (name, value if isinstance(value, str) else f"{value:.3g}", bar, ok) for name, value, bar, ok in rows
+    ]
 
 
 if __name__ == "__main__":

@@ -59,6 +59,18 @@ def test_forget_quality_identical_samples():
     assert res.extra["log10_pvalue"] == 0.0
 
 
+def test_noise_floor_is_the_median_over_pairs():
+    same = np.linspace(0.1, 1.0, 40)
+    shifted = same + 10.0  # fully separated from the other two
+    res = tofu.noise_floor({"seed0": same, "seed1": same, "seed2": shifted})
+    # Pairs: seed0~seed1 identical (p = 1), both vs seed2 disjoint (p tiny): median = the tiny p.
+    assert set(res.extra["pairs"]) == {"seed0 vs seed1", "seed0 vs seed2", "seed1 vs seed2"}
+    assert res.extra["pairs"]["seed0 vs seed1"] == pytest.approx(1.0)
+    assert res.value == res.extra["min"] == pytest.approx(tofu.forget_quality(same, shifted).value)
+    with pytest.raises(ValueError, match="at least 2"):
+        tofu.noise_floor({"seed0": same})
+
+
 def test_forget_quality_fully_separated_matches_scipy():
     a, b = np.linspace(0.01, 0.1, 50), np.linspace(1.0, 2.0, 50)
     res = tofu.forget_quality(a, b)

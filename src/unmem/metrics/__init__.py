@@ -23,6 +23,7 @@ Conventions (details in each module's docstrings):
   averaged in log space, as TOFU and open-unlearning do. Forget aggregation
   mean(min(R, 1/R)); utility mean(max(0, 1 - R)).
 - Forget quality = KS p-value; ``extra["log10_pvalue"]`` is finite even when p underflows.
+  Its noise floor = the median forget quality between pairs of retain models.
 - MIA scores: higher = member. zlib = -NLL / zlib-compressed bytes. Min-K% keeps
   floor(k·n) tokens, at least 1, k = 0.4.
 - Membership AUC: forget positive. PrivLeak uses MUSE's AUC (holdout positive =
@@ -56,6 +57,7 @@ from unmem.metrics.tofu import (
     extraction_strength,
     forget_quality,
     model_utility,
+    noise_floor,
     normalized_probability,
     probability,
     rouge_l,
@@ -86,6 +88,7 @@ __all__ = [
     "multiple_choice_accuracy",
     "muse_auc",
     "ngram_overlap",
+    "noise_floor",
     "normalized_probability",
     "perplexity",
     "pii_extraction",

@@ -101,6 +101,26 @@ def forget_quality(
     return MetricResult("forget_quality", ks.pvalue, None, extra)
 
 
+def noise_floor(retain_truth_ratios: Mapping[str, Sequence[float]]) -> MetricResult:
+    """Forget quality between equally clean models: every pair of retain models (e.g. trained
+    with other seeds), so a reader knows what "indistinguishable from retraining" scores.
+
+    ``value`` is the median p-value over the pairs; ``extra`` holds the minimum and each
+    pair's p-value. A forget quality far below the median only says "unlike this retain
+    model" when the median itself is high.
+    """
+    names = list(retain_truth_ratios)
+    if len(names) < 2:
+        raise ValueError(f"a noise floor needs at least 2 retain models, got {len(names)}")
+    pairs = {
+        f"{a} vs {b}": float(forget_quality(retain_truth_ratios[a], retain_truth_ratios[b]).value)
+        for i, a in enumerate(names)
+        for b in names[i + 1 :]
+    }
+    values = list(pairs.values())
+    return MetricResult("noise_floor", float(np.median(values)), None, {"min": min(values), "pairs": pairs})
+
+
 def model_utility(components: Mapping[str, float] | Sequence[float]) -> MetricResult:
     """TOFU model utility: harmonic mean of {prob, ROUGE, truth ratio} x {retain, real
     authors, world facts}; any zero gives 0."""
