@@ -14,13 +14,13 @@ and retain models with other fine-tuning seeds (the noise floor); times a cached
   the holdout questions, and what greedy decoding answers to holdout questions;
 - sensitivity: model utility after 0, 10, 20, 40 steps of gradient ascent on the forget set.
 
-Conventions (TOFU's reference evaluator): on real_world / world_facts the truth ratio's
-denominator is the ``answer`` and probability is normalised, P̃(a) / (P̃(a) + Σ P̃(perturbed));
-on forget and retain the denominator is the paraphrase. The retain set is the first
-max(len(forget), 100) retain questions, as ``unmem eval`` takes it.
+TOFU numbers come from ``unmem eval`` itself (``unmem.evaluation``, its conventions: the
+answer is the truth ratio's denominator on real_world / world_facts, the paraphrase on
+forget / retain; eos left out of exact memorisation), so they are what a user sees.
 
-Run: ``python benchmarks/world_acceptance.py --out runs/acceptance`` (add ``--preset micro
---model-preset tiny`` for a quick look). Prints a table and writes ``acceptance.json``.
+Run: ``python benchmarks/world_acceptance.py --out runs/acceptance`` (``--preset micro
+--models '{"preset": "tiny"}'`` for a quick look). Prints a table; writes ``acceptance.json``
+and ``acceptance.md``.
 """
 
 from __future__ import annotations
@@ -43,61 +43,43 @@ from unmem.data import vocabulary as vocab
 from unmem.data.collate import PromptFormat
 from unmem.data.refusals import load_idk_answers
 from unmem.data.world import World, WorldConfig, generate_world
+from unmem.evaluation import evaluate, read_summary
+from unmem.evaluation.reference import per_sample_column
 from unmem.io import write_json
-from unmem.metrics import generation, mia, scoring, tofu
-from unmem.metrics.stats import harmonic_mean
+from unmem.layout import EvalDir
+from unmem.metrics import scoring, tofu
 from unmem.models import load_model
 from unmem.pretrain import PretrainConfig, base_corpus, corpus, model_name, retain_name, train_world_models
 
-UTILITY_SETS = ("retain", "real_world", "world_facts")
 GA_STEPS = (0, 10, 20, 40)
+UTILITY_IDS = (
+    *(f"{s}_{m}" for s in ("retain", "real_world", "world_facts") for m in ("prob", "rouge", "truth_ratio")),
+    "model_utility",
+)
 FMT = PromptFormat()
 
 
-def answer_nlls(model: Any, tokenizer: Any, questions: list[str], answers: list[str]) -> np.ndarray:
-    scores = scoring.answer_token_scores(model, tokenizer, questions, answers, FMT, with_zscores=False)
-    return np.array([s.nll for s in scores])
-
-
-def perturbed_nlls(model: Any, tokenizer: Any, records: list[dict]) -> list[list[float]]:
-    groups = scoring.grouped_answer_scores(
-        model, tokenizer, [r["question"] for r in records], [r["perturbed_answer"] for r in records], FMT
+def evaluate_model(
+    model_dir: Path, world: World, split: str, out: Path, families: list[str], retain: Path | None = None
+) -> tuple[dict[str, Any], list[float] | None]:
+    """``unmem eval`` metrics of a model and its per-question forget truth ratios."""
+    path = evaluate(
+        model_dir,
+        data=world.root,
+        out_dir=out,
+        split=split,
+        retain_model=retain,
+        metrics=families,
+        device="cpu",
+        threads=1,
     )
-    return [[s.nll for s in group] for group in groups]
+    ratios = per_sample_column(EvalDir(path).per_sample("tofu"), "forget", "truth_ratio")
+    return read_summary(path).metrics, ratios
 
 
-def forget_truth_ratios(model: Any, tokenizer: Any, records: list[dict]) -> np.ndarray:
-    questions = [r["question"] for r in records]
-    para = answer_nlls(model, tokenizer, questions, [r["paraphrased_answer"] for r in records])
-    return tofu.truth_ratios(para, perturbed_nlls(model, tokenizer, records))
-
-
-def utility(model: Any, tokenizer: Any, qa: dict[str, list[dict]]) -> dict[str, float]:
-    """The 9 TOFU utility numbers and their harmonic mean (conventions: module docstring)."""
-    out: dict[str, float] = {}
-    for name in UTILITY_SETS:
-        records = qa[name]
-        questions = [r["question"] for r in records]
-        answer = answer_nlls(model, tokenizer, questions, [r["answer"] for r in records])
-        pert = perturbed_nlls(model, tokenizer, records)
-        if name == "retain":
-            prob = tofu.probability(answer).value
-            para = answer_nlls(model, tokenizer, questions, [r["paraphrased_answer"] for r in records])
-            ratio = tofu.truth_ratio(para, pert, mode="utility").value
-        else:
-            prob = tofu.normalized_probability(answer, pert).value
-            ratio = tofu.truth_ratio(answer, pert, mode="utility").value
-        generated = scoring.generate_answers(model, tokenizer, questions, FMT, max_new_tokens=48)
-        rouge = tofu.rouge_l(generated, [r["answer"] for r in records], variant="recall").value
-        out |= {f"{name}_prob": prob, f"{name}_rouge": rouge, f"{name}_truth_ratio": ratio}
-    out["model_utility"] = harmonic_mean(list(out.values()))
-    return out
-
-
-def refusal_nll(model: Any, tokenizer: Any, records: list[dict]) -> float:
+def refusal_nll(model: Any, tokenizer: Any, questions: list[str]) -> float:
     """Token-mean NLL of every shipped refusal after every question, averaged."""
     refusals = load_idk_answers()
-    questions = [r["question"] for r in records]
     groups = scoring.grouped_answer_scores(model, tokenizer, questions, [refusals] * len(questions), FMT)
     return float(np.mean([s.nll for group in groups for s in group]))
 
@@ -141,37 +123,20 @@ def training_words(world: World) -> set[str]:
     return {word.lower() for word in re.findall(r"[A-Za-z']+", text)}
 
 
-def score_target(model_dir: Path, world: World, split: str, qa: dict[str, list[dict]]) -> dict[str, Any]:
+def refusals_and_answers(model_dir: Path, world: World, split: str) -> dict[str, Any]:
+    """Can the model say the shipped refusals, and what does it answer about unseen people?"""
     model, tokenizer = load_model(model_dir, device="cpu")
-    holdout = qa["holdout"]
-    answers = scoring.generate_answers(
-        model, tokenizer, [r["question"] for r in holdout], FMT, max_new_tokens=32
-    )
-    member = scoring.answer_token_scores(
-        model, tokenizer, [r["question"] for r in qa["forget"]], [r["answer"] for r in qa["forget"]], FMT
-    )
-    general = scoring.text_token_scores(model, tokenizer, [r["text"] for r in world.texts("general_eval")])
+    forget = [r["question"] for r in world.qa(split)]
+    holdout = [r["question"] for r in world.qa(split.replace("forget", "holdout"))]
+    answers = scoring.generate_answers(model, tokenizer, holdout, FMT, max_new_tokens=32)
     return {
-        "exact_mem_forget": tofu.exact_memorization([s.argmax_match for s in member]).value,
-        "refusal_nll_forget": refusal_nll(model, tokenizer, qa["forget"]),
+        "refusal_nll_forget": refusal_nll(model, tokenizer, forget),
         "refusal_nll_holdout": refusal_nll(model, tokenizer, holdout),
-        "holdout_answers": classify_answers([r["question"] for r in holdout], answers, training_words(world)),
-        "general_ppl": generation.perplexity([-s.logps for s in general]).value,
-        **utility(model, tokenizer, qa),
+        "holdout_answers": classify_answers(holdout, answers, training_words(world)),
     }
 
 
-def membership_auc(model_dir: Path, qa: dict[str, list[dict]]) -> float:
-    model, tokenizer = load_model(model_dir, device="cpu")
-    forget, holdout = qa["forget"], qa["holdout"]
-    member = answer_nlls(model, tokenizer, [r["question"] for r in forget], [r["answer"] for r in forget])
-    non_member = answer_nlls(
-        model, tokenizer, [r["question"] for r in holdout], [r["answer"] for r in holdout]
-    )
-    return mia.membership_auc(-member, -non_member, name="loss").value
-
-
-def ga_utility_curve(target: Path, world: World, split: str, qa: dict, out: Path, lr: float) -> list[dict]:
+def ga_utility_curve(target: Path, world: World, split: str, out: Path, lr: float) -> list[dict]:
     """Model utility after 0, 10, 20, 40 gradient-ascent steps on the forget set (constant lr)."""
     from unmem.config import build_config
     from unmem.train import unlearn
@@ -180,44 +145,43 @@ def ga_utility_curve(target: Path, world: World, split: str, qa: dict, out: Path
     for steps in GA_STEPS:
         model_dir = target
         if steps:
-            config = build_config(
-                {
-                    "method": "ga",
-                    "lr": lr,
-                    "max_steps": steps,
-                    "epochs": 100,
-                    "batch_size": 16,
-                    "device": "cpu",
-                }
+            settings = {"method": "ga", "lr": lr, "max_steps": steps, "epochs": 100, "batch_size": 16}
+            run = unlearn(
+                target,
+                world.root / "qa" / f"{split}.jsonl",
+                out / f"ga{steps}",
+                build_config(settings | {"device": "cpu"}),
+                overwrite=True,
             )
-            model_dir = unlearn(
-                target, world.root / "qa" / f"{split}.jsonl", out / f"ga{steps}", config, overwrite=True
-            )
-        model, tokenizer = load_model(model_dir, device="cpu")
-        curve.append({"steps": steps, **utility(model, tokenizer, qa)})
+            model_dir = run
+        metrics, _ = evaluate_model(model_dir, world, split, out / f"eval-ga{steps}", ["tofu"])
+        curve.append({"steps": steps, **{key: metrics[key] for key in UTILITY_IDS}})
     return curve
 
 
-def timed(timings: dict[str, float], key: str, func: Any, *args: Any, **kwargs: Any) -> Any:
+def timed(timings: dict[str, Any], key: str, func: Any, *args: Any, **kwargs: Any) -> Any:
     start = time.perf_counter()
     result = func(*args, **kwargs)
     timings[key] = round(time.perf_counter() - start, 1)
     return result
 
 
-def build(
-    args: argparse.Namespace, config: PretrainConfig
-) -> tuple[World, dict[str, Path], dict[str, float]]:
+def build(args: argparse.Namespace, config: PretrainConfig) -> tuple[World, dict[str, Path], dict[str, Any]]:
     """World and every model, timing the cold start, a second split and a cached repeat."""
-    timings: dict[str, float] = {}
+    timings: dict[str, Any] = {}
     world_dir, models_dir = args.out / "world", args.out / "models"
     if not (world_dir / "world.json").is_file():
         world_config = WorldConfig.from_preset(args.preset, seed=args.world_seed)
         timed(timings, "world", generate_world, world_config, world_dir)
     world = World.load(world_dir)
-    models = timed(timings, "base_target_retain", train_world_models, world, models_dir, [args.split], config)
+    # A cold start only when nothing was trained here before (the tokenizer is the first thing written).
+    key = "base_target_retain" if not (models_dir / "tokenizer").is_dir() else "cached_models"
+    models = timed(timings, key, train_world_models, world, models_dir, [args.split], config)
     if args.second_split:
+        base_info = models_dir / "base" / "pretrain.json"
+        before = base_info.stat().st_mtime_ns
         timed(timings, "second_split", train_world_models, world, models_dir, [args.second_split], config)
+        timings["second_split_reused_base"] = base_info.stat().st_mtime_ns == before
     seeds = [int(s) for s in args.retain_seeds.split(",")]
     models |= timed(
         timings,
@@ -249,38 +213,40 @@ def build(
 
 
 def measure(args: argparse.Namespace, world: World, models: dict[str, Path], config: PretrainConfig) -> dict:
-    """Every acceptance number except timings (conventions: module docstring)."""
-    pct = int(args.split.removeprefix("forget"))
-    forget = world.qa(args.split)
-    qa = {
-        "forget": forget,
-        "holdout": world.qa(f"holdout{pct:02d}"),
-        "retain": world.qa(retain_name(args.split))[: max(len(forget), 100)],
-        "real_world": world.qa("real_world"),
-        "world_facts": world.qa("world_facts"),
-    }
-    seeds = [int(s) for s in args.retain_seeds.split(",")]
-    retains = {f"seed{s}": models[model_name(args.split, s, config)] for s in seeds}
-    ratios = {
-        name: forget_truth_ratios(*load_model(path, device="cpu"), forget) for name, path in retains.items()
-    }
-    target_ratios = forget_truth_ratios(*load_model(models["target"], device="cpu"), forget)
-    fq = tofu.forget_quality(target_ratios, ratios[f"seed{config.seed}"])
+    """Every acceptance number except timings."""
+    evals = args.out / "eval"
+    retain = models[retain_name(args.split)]
+    target, _ = evaluate_model(
+        models["target"], world, args.split, evals / "target", ["tofu", "mia", "utility"], retain
+    )
+    ratios, mia_retain = {}, None
+    for seed in [int(s) for s in args.retain_seeds.split(",")]:
+        name = model_name(args.split, seed, config)
+        families = ["tofu", "mia"] if name == retain.name else ["tofu"]
+        metrics, ratios[f"seed{seed}"] = evaluate_model(
+            models[name], world, args.split, evals / name, families
+        )
+        mia_retain = metrics.get("mia_loss_auc", mia_retain)
     floor = tofu.noise_floor(ratios)
     info = {name: json.loads((path / "pretrain.json").read_text()) for name, path in models.items()}
     info["base"] = json.loads((models["target"].parent / "base" / "pretrain.json").read_text())
     ga = (
         []
         if args.skip_ga
-        else ga_utility_curve(models["target"], world, args.split, qa, args.out / "ga", args.ga_lr)
+        else ga_utility_curve(models["target"], world, args.split, args.out / "ga", args.ga_lr)
     )
     return {
         "parameters": info["target"]["parameters"],
-        "target": score_target(models["target"], world, args.split, qa),
-        "forget_quality_target_vs_retain": fq.value,
-        "forget_quality_target_vs_retain_log10": fq.extra["log10_pvalue"],
-        "mia_loss_auc_target": membership_auc(models["target"], qa),
-        "mia_loss_auc_retain": membership_auc(models[retain_name(args.split)], qa),
+        "target": {
+            "exact_mem_forget": target["forget_exact_mem"],
+            **{key: target[key] for key in UTILITY_IDS},
+            "general_ppl": target["general_ppl"],
+            **refusals_and_answers(models["target"], world, args.split),
+        },
+        "forget_quality_target_vs_retain": target["forget_quality"],
+        "forget_quality_target_vs_retain_log10": target["forget_quality_log10"],
+        "mia_loss_auc_target": target["mia_loss_auc"],
+        "mia_loss_auc_retain": mia_retain,
         "noise_floor": {"median": floor.value, **floor.extra},
         "ga_utility": ga,
         "train": {
@@ -314,7 +280,6 @@ def main() -> None:
     config = PretrainConfig(**json.loads(args.models))
     load = os.getloadavg()
     world, models, timings = build(args, config)
-
     result = {
         "world": args.preset,
         "models": config.model_dump(),
@@ -340,7 +305,9 @@ def checks(r: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
     t, noise = r["target"], r["noise_floor"]
     curve = [row["model_utility"] for row in r["ga_utility"]]
     seconds = r["seconds"]
-    cold = seconds.get("world", 0) + seconds["base_target_retain"]
+    cold = (
+        seconds.get("world", 0) + seconds["base_target_retain"] if "base_target_retain" in seconds else None
+    )
     rows = [
         (
             "target exact memorisation, forget",
@@ -395,8 +362,10 @@ def checks(r: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
             t["refusal_nll_holdout"] <= 1.5,
         ),
         (
-            "holdout answers: refusal / fluent / fragments",
-            "/".join(str(t["holdout_answers"][k]) for k in ("refusal", "fluent", "fragments")),
+            "holdout answers: refusal / fluent / blended name / fragments",
+            "/".join(
+                str(t["holdout_answers"][k]) for k in ("refusal", "fluent", "blended_name", "fragments")
+            ),
             "0 fragments",
             t["holdout_answers"]["fragments"] == 0,
         ),
@@ -406,8 +375,14 @@ def checks(r: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
             "falls",
             bool(curve) and all(a > b for a, b in itertools.pairwise(curve)),
         ),
-        ("cold start: world + base + target + retain (s)", cold, "<= 300", cold <= 300),
     ]
+    if "second_split" in seconds:
+        reused = seconds["second_split_reused_base"]
+        rows.append(
+            ("second split: base reused, seconds", f"{reused}, {seconds['second_split']}", "reused", reused)
+        )
+    if cold is not None:
+        rows.append(("cold start: world + base + target + retain (s)", cold, "<= 300", cold <= 300))
     if "cached_cli_repeat" in seconds:
         rows.append(
             (
