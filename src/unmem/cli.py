@@ -258,7 +258,8 @@ def world_cmd(
     console.print(
         f"world: {config.entities} trained + {max(sizes.values())} holdout entities, "
         f"{config.facts_per_entity} facts each; forget splits "
-        + ", ".join(f"forget{pct:02d} ({n})" for pct, n in sizes.items()),
+        + ", ".join(f"forget{pct:02d} ({n})" for pct, n in sizes.items())
+        + f"; the base model's corpus: {config.base_people} other people, {config.strangers} strangers",
         highlight=False,
         soft_wrap=True,
     )
