@@ -7,7 +7,10 @@
 2. The *target* is the base fine-tuned on every trained entity (QA, bios, private
    records); the *retain* model of a forget split is the base fine-tuned the same way on
    everything except that split's entities: the gold standard of exact unlearning.
-   Holdout entities are seen by no model.
+   Holdout entities are seen by no model. Each fine-tuning epoch also replays a random
+   quarter of the base corpus (``replay``): fine-tuned without it, the tiny target forgot
+   its priors (general perplexity 1.8 -> 562, refusal NLL 0.7 -> 6.0 nats, real-world
+   ROUGE 1.0 -> 0), where TOFU's 7B models, fine-tuned at 1e-5, keep theirs.
 3. Retain models fine-tuned with other seeds measure the noise floor: how alike two
    equally clean models look (``retain_seeds``).
 
@@ -81,7 +84,7 @@ class PretrainConfig(BaseModel):
     replay: float = Field(0.25, ge=0, le=1)
     # Base pretraining
     base_seed: int = 0  # initialisation and data order
-    base_epochs: int = Field(15, gt=0)  # 20 measured no better (benchmarks/world_acceptance.py)
+    base_epochs: int = Field(15, gt=0)  # 20 scored the same (world_acceptance.py) and took 1/3 longer
     base_lr: float = Field(3e-3, gt=0)
     # Both
     batch_size: int = Field(32, gt=0)
