@@ -195,7 +195,7 @@ def build(args: argparse.Namespace, config: PretrainConfig) -> tuple[World, dict
     )
     # `unmem train` sets only these fields: time it when the rest are the defaults.
     cli_config = PretrainConfig(preset=config.preset, seed=config.seed, epochs=config.epochs)
-    if args.time_cli and config.model_dump(exclude={"threads"}) == cli_config.model_dump(exclude={"threads"}):
+    if args.time_cli and config.model_dump(exclude={"cores"}) == cli_config.model_dump(exclude={"cores"}):
         command = [
             sys.executable,
             "-m",

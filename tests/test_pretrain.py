@@ -21,11 +21,13 @@ from unmem.pretrain import (
     is_current,
     model_name,
     retain_name,
+    train_base_model,
     train_world_models,
+    world_tokenizer,
 )
 
 CONFIG = PretrainConfig(
-    preset="tiny", base_epochs=20, epochs=20, lr=5e-3, base_lr=5e-3, batch_size=16, threads=1
+    preset="tiny", base_epochs=20, epochs=20, lr=5e-3, base_lr=5e-3, batch_size=16, cores=1
 )
 
 
@@ -116,6 +118,18 @@ def test_base_corpus_names_no_entity(micro_world):
     names = [e["name"] for e in micro_world.entities()]
     text = " ".join(texts + [f"{r['question']} {r['answer']}" for r in dialogue])
     assert dialogue and texts and not any(name in text for name in names)
+
+
+def test_data_parallel_training_equals_one_process(micro_world, tmp_path):
+    # Two single-threaded ranks, each with half of every batch, make the same updates as one process.
+    config = CONFIG.model_copy(update={"base_epochs": 1})
+    tokenizer = world_tokenizer(micro_world, tmp_path / "tokenizer", config)
+    one = train_base_model(micro_world, tmp_path / "one", config, tokenizer, ranks=1)
+    two = train_base_model(micro_world, tmp_path / "two", config, tokenizer, ranks=2)
+    assert json.loads((two / "pretrain.json").read_text())["processes"] == 2
+    weights = [load_model(path, device="cpu")[0].state_dict() for path in (one, two)]
+    for name, value in weights[0].items():
+        torch.testing.assert_close(weights[1][name], value, atol=1e-5, rtol=1e-4)
 
 
 def test_names():

@@ -25,11 +25,13 @@ seed = ``seed``, the target's), ``retain90-seed1/`` (other seeds), ...
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
 import random
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
 TOKENIZER_RECIPE = 3
 # Bump when what a model trains on, or how, changes without a config field saying so.
 TRAINING_RECIPE = 2
+MIN_ROWS_PER_RANK = 8  # a data-parallel rank needs this many rows of a batch to keep its core busy
 REAL_TEXT_WEIGHT = 5  # makes most real names whole tokens (mean 1.7 tokens per real answer)
 ENTITY_TEXTS = ("bios", "private")
 BASE_TEXTS = ("general_train", "real_world")
@@ -91,7 +94,7 @@ class PretrainConfig(BaseModel):
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     max_length: int = Field(192, gt=8)  # bios of 12 facts run to ~140 tokens: none is cut
-    threads: int = Field(2, gt=0)  # torch intra-op threads; the machine has 2 cores
+    cores: int = Field(2, gt=0)  # single-threaded training processes at once (data-parallel or side by side)
 
 
 def build_pretrain_config(values: dict[str, Any], source: str = "command line") -> PretrainConfig:
@@ -140,8 +143,8 @@ def _base_hash(world: World, config: PretrainConfig) -> str:
 
 
 def _hash(world: World, exclude_split: str | None, config: PretrainConfig) -> str:
-    # Threads change speed, not the model: they are not part of the cache key.
-    settings = config.model_dump(exclude={"threads", *BASE_FIELDS})
+    # Cores change speed, not the model: they are not part of the cache key.
+    settings = config.model_dump(exclude={"cores", *BASE_FIELDS})
     return hash_json({"base": _base_hash(world, config), "exclude": exclude_split, "config": settings})
 
 
@@ -205,45 +208,17 @@ def _examples(tokenizer: Any, qa: list[dict[str, Any]], texts: list[str], max_le
 
 
 def train_base_model(
-    world: World, out_dir: str | Path, config: PretrainConfig, tokenizer_dir: str | Path
+    world: World, out_dir: str | Path, config: PretrainConfig, tokenizer_dir: str | Path, *, ranks: int = 1
 ) -> Path:
-    """Pretrain (or reuse) the base model from scratch on the base corpus; returns its directory."""
+    """Pretrain (or reuse) the base model from scratch on the base corpus; returns its directory.
+
+    ``ranks`` > 1 trains data-parallel on that many single-threaded processes.
+    """
     out_dir = Path(out_dir)
-    digest = _base_hash(world, config)
-    if _cached(out_dir, digest):
-        return out_dir
-    import torch
-    from transformers import AutoTokenizer
-
-    from unmem.models import build_model, count_parameters, preset_dict
-
-    torch.set_num_threads(config.threads)
-    preset = get_preset(config.preset)
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    dialogue, texts = base_corpus(world)
-    model = build_model(preset, tokenizer, config.base_seed)
-    examples = _examples(tokenizer, dialogue, texts, config.max_length)
-    stats = _fit(
-        model,
-        examples,
-        tokenizer.pad_token_id,
-        lr=config.base_lr,
-        epochs=config.base_epochs,
-        seed=config.base_seed,
-        config=config,
-        desc="base",
-    )
-    info = {
-        "hash": digest,
-        "role": "base",
-        "config": {name: getattr(config, name) for name in BASE_FIELDS},
-        "preset": preset_dict(preset),
-        "parameters": count_parameters(model),
-        "qa_records": len(dialogue),
-        "passages": len(texts),
-        **stats,
-    }
-    _save(model, tokenizer, info, out_dir)
+    if not _cached(out_dir, _base_hash(world, config)):
+        _on_ranks(
+            ranks, _pretrain_base, str(world.root), str(out_dir), config.model_dump(), str(tokenizer_dir)
+        )
     return out_dir
 
 
@@ -254,38 +229,86 @@ def train_world_model(
     exclude_split: str | None,
     config: PretrainConfig,
     base_dir: str | Path,
+    ranks: int = 1,
 ) -> Path:
     """Fine-tune (or reuse) the target (``exclude_split=None``) or a retain model from the base."""
     out_dir = Path(out_dir)
-    digest = _hash(world, exclude_split, config)
-    if _cached(out_dir, digest):
+    if _cached(out_dir, _hash(world, exclude_split, config)):
         return out_dir
-    import torch
+    if read_json(Path(base_dir) / "pretrain.json").get("hash") != _base_hash(world, config):
+        raise UnmemError(f"{base_dir}: base model of other settings; train it with train_base_model first")
+    args = (str(world.root), str(out_dir), exclude_split, config.model_dump(), str(base_dir))
+    _on_ranks(ranks, _finetune, *args)
+    return out_dir
+
+
+def _pretrain_base(
+    world_root: str, out_dir: str, settings: dict[str, Any], tokenizer_dir: str, *, rank: int, ranks: int
+) -> None:
+    from transformers import AutoTokenizer
+
+    from unmem.models import build_model, count_parameters, preset_dict
+
+    world, config = World.load(world_root), PretrainConfig(**settings)
+    preset = get_preset(config.preset)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    dialogue, texts = base_corpus(world)
+    model = build_model(preset, tokenizer, config.base_seed)
+    examples = _examples(tokenizer, dialogue, texts, config.max_length)
+    fit = {"lr": config.base_lr, "epochs": config.base_epochs, "seed": config.base_seed, "desc": "base"}
+    stats = _fit(model, examples, tokenizer.pad_token_id, config=config, rank=rank, ranks=ranks, **fit)
+    info = {
+        "hash": _base_hash(world, config),
+        "role": "base",
+        "config": {name: getattr(config, name) for name in BASE_FIELDS},
+        "preset": preset_dict(preset),
+        "parameters": count_parameters(model),
+        "qa_records": len(dialogue),
+        "passages": len(texts),
+        **stats,
+    }
+    if rank == 0:
+        _save(model, tokenizer, info, Path(out_dir))
+
+
+def _finetune(
+    world_root: str,
+    out_dir: str,
+    exclude_split: str | None,
+    settings: dict[str, Any],
+    base_dir: str,
+    *,
+    rank: int,
+    ranks: int,
+) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from unmem.models import count_parameters
 
+    world, config = World.load(world_root), PretrainConfig(**settings)
     base_info = read_json(Path(base_dir) / "pretrain.json")
-    if base_info.get("hash") != _base_hash(world, config):
-        raise UnmemError(f"{base_dir}: base model of other settings; train it with train_base_model first")
-    torch.set_num_threads(config.threads)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     model = AutoModelForCausalLM.from_pretrained(base_dir)
     qa, texts = corpus(world, exclude_split)
     role = f"retain-{exclude_split}" if exclude_split else "target"
+    fit = {
+        "lr": config.lr,
+        "epochs": config.epochs,
+        "seed": config.seed,
+        "desc": f"{role} seed {config.seed}",
+    }
     stats = _fit(
         model,
         _examples(tokenizer, qa, texts, config.max_length),
         tokenizer.pad_token_id,
-        lr=config.lr,
-        epochs=config.epochs,
-        seed=config.seed,
         config=config,
-        desc=f"{role} seed {config.seed}",
+        rank=rank,
+        ranks=ranks,
         replay=_examples(tokenizer, *base_corpus(world), config.max_length),
+        **fit,
     )
     info = {
-        "hash": digest,
+        "hash": _hash(world, exclude_split, config),
         "role": role,
         "exclude_split": exclude_split,
         "base_hash": base_info["hash"],
@@ -296,8 +319,8 @@ def train_world_model(
         "passages": len(texts),
         **stats,
     }
-    _save(model, tokenizer, info, out_dir)
-    return out_dir
+    if rank == 0:
+        _save(model, tokenizer, info, Path(out_dir))
 
 
 def _save(model: torch.nn.Module, tokenizer: Any, info: dict[str, Any], out_dir: Path) -> None:
@@ -305,6 +328,55 @@ def _save(model: torch.nn.Module, tokenizer: Any, info: dict[str, Any], out_dir:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         write_json(staging / "pretrain.json", info)
+
+
+def _on_ranks(ranks: int, train: Any, *args: Any) -> None:
+    """``train(*args, rank=r, ranks=ranks)`` in ``ranks`` single-threaded processes joined by a
+    gloo process group, or in this process when ``ranks`` is 1.
+
+    One thread per process: a tiny model's matrices keep a second thread idle, and two
+    threads on busy cores wait on each other (seen: 2.1k tokens/s with 2 threads while the
+    machine ran other jobs, 11.7k for each single-threaded process beside it).
+    """
+    if ranks == 1:
+        with _one_thread():
+            train(*args, rank=0, ranks=1)
+        return
+    context = multiprocessing.get_context("spawn")  # fork + torch threads can deadlock
+    with tempfile.TemporaryDirectory() as rendezvous, ProcessPoolExecutor(ranks, mp_context=context) as pool:
+        futures = [
+            pool.submit(_rank_main, f"file://{rendezvous}/store", rank, ranks, train, args)
+            for rank in range(ranks)
+        ]
+        for future in futures:
+            future.result()
+
+
+def _rank_main(store: str, rank: int, ranks: int, train: Any, args: tuple[Any, ...]) -> None:
+    import datetime
+
+    import torch.distributed as dist
+
+    # A rank that dies makes the others fail within a minute instead of waiting for it.
+    timeout = datetime.timedelta(seconds=60)
+    dist.init_process_group("gloo", init_method=store, rank=rank, world_size=ranks, timeout=timeout)
+    try:
+        with _one_thread():
+            train(*args, rank=rank, ranks=ranks)
+    finally:
+        dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def train_world_models(
@@ -322,10 +394,11 @@ def train_world_models(
     target's, always trained, named plainly). Returns {"target": dir, "retain90": dir,
     "retain90-seed1": dir, ...}; the base is ``out_dir/base``.
 
-    Tiny models use a CPU core poorly from one process (small matrices), so on a
-    2-core machine two single-threaded processes train ~1.2-1.4x more tokens per second
-    in total than one process with two threads (benchmarks/pretrain_throughput.py). The
-    base is one model, so it trains alone with every thread.
+    Everything trains on ``config.cores`` single-threaded processes: the base
+    data-parallel, then the fine-tuning jobs side by side (``workers`` of them at a time;
+    a job left alone is data-parallel too). On an idle 2-core machine two such processes
+    train ~1.1-1.4x the tokens per second of one process with two threads
+    (benchmarks/pretrain_throughput.py); on a busy one far more (``_on_ranks``).
     """
     out_dir = Path(out_dir)
     seeds = list(dict.fromkeys([config.seed, *retain_seeds]))
@@ -340,26 +413,25 @@ def train_world_models(
     }
     jobs = {name: job for name, job in jobs.items() if name not in done}
     if not jobs:
-        return {name: out_dir / name for name in done}
+        return done
+    ranks = max(1, min(config.cores, config.batch_size // MIN_ROWS_PER_RANK))
     tokenizer_dir = world_tokenizer(world, out_dir / "tokenizer", config)
-    base_dir = train_base_model(world, out_dir / "base", config, tokenizer_dir)
-    workers = workers or min(len(jobs), config.threads)
-    if workers <= 1:
+    base_dir = train_base_model(world, out_dir / "base", config, tokenizer_dir, ranks=ranks)
+    workers = workers or config.cores
+    if workers <= 1 or len(jobs) == 1:
+        job_ranks = ranks if workers > 1 else 1  # a job alone gets every core, data-parallel
         trained = {
-            name: train_world_model(world, out_dir / name, exclude_split=split, config=cfg, base_dir=base_dir)
+            name: train_world_model(
+                world, out_dir / name, exclude_split=split, config=cfg, base_dir=base_dir, ranks=job_ranks
+            )
             for name, (split, cfg) in jobs.items()
         }
         return done | trained
-    context = multiprocessing.get_context("spawn")  # fork + torch threads can deadlock
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
         futures = {
             name: pool.submit(
-                _train_in_subprocess,
-                str(world.root),
-                str(out_dir / name),
-                split,
-                cfg.model_copy(update={"threads": max(1, config.threads // workers)}).model_dump(),
-                str(base_dir),
+                _train_in_subprocess, str(world.root), str(out_dir / name), split, cfg, str(base_dir)
             )
             for name, (split, cfg) in jobs.items()
         }
@@ -367,17 +439,10 @@ def train_world_models(
 
 
 def _train_in_subprocess(
-    world_root: str, out_dir: str, split: str | None, config: dict[str, Any], base_dir: str
+    world_root: str, out_dir: str, split: str | None, config: PretrainConfig, base_dir: str
 ) -> str:
-    return str(
-        train_world_model(
-            World.load(world_root),
-            out_dir,
-            exclude_split=split,
-            config=PretrainConfig(**config),
-            base_dir=base_dir,
-        )
-    )
+    world = World.load(world_root)
+    return str(train_world_model(world, out_dir, exclude_split=split, config=config, base_dir=base_dir))
 
 
 def _fit(
@@ -390,11 +455,14 @@ def _fit(
     seed: int,
     config: PretrainConfig,
     desc: str,
+    rank: int = 0,
+    ranks: int = 1,
     replay: Sequence[Example] = (),
 ) -> dict[str, float]:
     """Plain AdamW + warmup + cosine decay to 0; returns timing and token counts for the record.
 
     Each epoch adds ``config.replay`` of the ``replay`` examples, drawn afresh with ``seed``.
+    With ``ranks`` > 1 every rank draws the same batches and takes every ``ranks``-th row.
     """
     import torch
     from tqdm.auto import tqdm
@@ -409,27 +477,21 @@ def _fit(
     model.train()
     real_tokens = padded_tokens = 0
     start = time.perf_counter()
-    progress = tqdm(total=total_steps, desc=f"train {desc}", unit="step", disable=None)
+    progress = tqdm(total=total_steps, desc=f"train {desc}", unit="step", disable=None if rank == 0 else True)
     loss_value = float("nan")
     for epoch in range(epochs):
         drawn = random.Random(f"replay/{seed}/{epoch}").sample(list(replay), n_replay) if n_replay else []
         epoch_examples = list(examples) + drawn
         for batch in iter_batches(epoch_examples, config.batch_size, pad_token_id, seed=seed * 1000 + epoch):
-            out = model(
-                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
-            )
-            if not torch.isfinite(out.loss):
-                raise UnmemError(
-                    f"training {desc}: loss became {out.loss.item()} at epoch {epoch}; lower the lr"
-                )
-            out.loss.backward()
+            loss_value = _step(model, batch, rank, ranks)
+            if not math.isfinite(loss_value):
+                raise UnmemError(f"training {desc}: loss became {loss_value} at epoch {epoch}; lower the lr")
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
             real_tokens += int(batch["attention_mask"].sum())
             padded_tokens += batch["input_ids"].numel()
-            loss_value = out.loss.item()
             progress.update()
             progress.set_postfix(epoch=epoch, loss=f"{loss_value:.3f}")
     progress.close()
@@ -440,7 +502,40 @@ def _fit(
         "tokens_per_second": round(real_tokens / seconds, 1),
         "padding_fraction": round(1 - real_tokens / max(padded_tokens, 1), 4),
         "final_loss": round(loss_value, 4),
+        "processes": ranks,
     }
+
+
+def _step(model: torch.nn.Module, batch: dict[str, Any], rank: int, ranks: int) -> float:
+    """Forward and backward this rank's rows; returns the whole batch's token-mean loss.
+
+    Each rank weighs its loss by its share of the batch's label tokens and the gradients
+    are summed over ranks, so the update equals one process's on the whole batch.
+    """
+    import torch
+
+    from unmem.logprobs import IGNORE_INDEX
+
+    rows = slice(rank, None, ranks)
+    labels = batch["labels"][rows]
+    share = (labels[:, 1:] != IGNORE_INDEX).sum() / (batch["labels"][:, 1:] != IGNORE_INDEX).sum()
+    loss = torch.zeros(())
+    if share > 0:
+        out = model(
+            input_ids=batch["input_ids"][rows], attention_mask=batch["attention_mask"][rows], labels=labels
+        )
+        loss = out.loss * share
+        loss.backward()
+    if ranks > 1:
+        import torch.distributed as dist
+
+        for parameter in model.parameters():
+            if parameter.grad is None:  # a rank without rows in a short last batch
+                parameter.grad = torch.zeros_like(parameter)
+            dist.all_reduce(parameter.grad)
+        loss = loss.detach().clone()
+        dist.all_reduce(loss)
+    return float(loss.detach())
 
 
 def _warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> Any:
