@@ -139,7 +139,8 @@ def base_corpus(world: World) -> tuple[list[dict[str, Any]], list[str]]:
 
 def _base_hash(world: World, config: PretrainConfig) -> str:
     settings = {name: getattr(config, name) for name in BASE_FIELDS}
-    return hash_json({"world": world.content_hash(), "recipe": TRAINING_RECIPE, "base": settings})
+    recipe = {"training": TRAINING_RECIPE, "tokenizer": TOKENIZER_RECIPE}
+    return hash_json({"world": world.content_hash(), "recipe": recipe, "base": settings})
 
 
 def _hash(world: World, exclude_split: str | None, config: PretrainConfig) -> str:
