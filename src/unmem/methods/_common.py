@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from unmem.errors import UnmemError
-from unmem.methods.base import LossInputs, retain_term
+from unmem.methods.base import LOGITS, LossInputs, retain_term
 
 RETAIN_LOSSES = ("nll", "kl")
 
@@ -49,10 +49,23 @@ def add_retain(
     return loss + alpha * retain
 
 
-def retain_needs(cfg: Any, *, ref: bool = False) -> dict[str, bool]:
-    """Needs of a method whose only optional parts are ``cfg.alpha`` · R(``cfg.retain_loss``)."""
-    uses_retain = cfg.alpha > 0
-    return {"retain": uses_retain, "ref": ref or (uses_retain and cfg.retain_loss == "kl")}
+def retain_needs(cfg: Any) -> dict[str, bool]:
+    """Needs of a method whose only optional part is ``cfg.alpha`` · R(``cfg.retain_loss``)."""
+    return {"retain": cfg.alpha > 0}
+
+
+def retain_reference(cfg: Any) -> dict[str, set[str]]:
+    """What R(``cfg.retain_loss``) reads from the reference: its distribution on retain, for "kl"."""
+    return {"retain": {LOGITS}} if cfg.alpha > 0 and cfg.retain_loss == "kl" else {}
+
+
+def merge_outputs(*declared: dict[str, set[str]]) -> dict[str, frozenset[str]]:
+    """Union of reference-output declarations ({role: kinds}), for ``ref_outputs``."""
+    merged: dict[str, set[str]] = {}
+    for outputs in declared:
+        for role, kinds in outputs.items():
+            merged.setdefault(role, set()).update(kinds)
+    return {role: frozenset(kinds) for role, kinds in merged.items() if kinds}
 
 
 def pad_id(tokenizer: Any) -> int:

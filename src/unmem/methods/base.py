@@ -9,6 +9,10 @@ Alignment convention: ``logits[:, t]`` predicts ``labels[:, t]`` (the loop has a
 shifted them); ``labels`` is -100 wherever no loss may be taken (prompt, padding).
 Hidden states are *not* shifted: ``hidden[layer][:, t]`` belongs to input position t,
 and ``attention_mask`` / ``answer_mask_in`` are aligned with them.
+
+A reference Side looks the same whether the frozen reference ran live or its outputs
+were cached before training (``unmem.train.reference``): logits, ``seq_logps()`` and
+``hidden`` hold the same values to float rounding.
 """
 
 from __future__ import annotations
@@ -21,39 +25,85 @@ import torch.nn.functional as F
 
 from unmem.logprobs import IGNORE_INDEX, SENSITIVE_MARKER, token_logps
 
-__all__ = ["IGNORE_INDEX", "SENSITIVE_MARKER", "LossInputs", "Side", "token_logps"]
+__all__ = [
+    "HIDDEN",
+    "IGNORE_INDEX",
+    "LOGITS",
+    "SENSITIVE_MARKER",
+    "SEQ_LOGPS",
+    "CachedReference",
+    "LossInputs",
+    "Side",
+    "token_logps",
+]
+
+
+# What a method may read from the frozen reference, per batch role (``MethodSpec.ref_outputs``).
+SEQ_LOGPS = "seq_logps"  # summed answer log-probability per sequence (NPO, IdkDPO)
+LOGITS = "logits"  # next-token logits at answer positions (KL terms, DI, EUL, Chen)
+HIDDEN = "hidden"  # hidden states of the method's ``hidden_layers`` at every token (RMU)
+REFERENCE_KINDS = (SEQ_LOGPS, LOGITS, HIDDEN)
+
+
+@dataclass
+class CachedReference:
+    """What a cached reference keeps besides logits and hidden states, laid out like the batch."""
+
+    seq_logps: torch.Tensor | None = None  # (batch,) summed answer log-probability
 
 
 @dataclass
 class Side:
-    """One model's outputs on one batch."""
+    """One model's outputs on one batch.
 
-    logits: torch.Tensor  # (batch, time-1, vocab): logits[:, t] predicts labels[:, t]
-    labels: torch.Tensor  # (batch, time-1), IGNORE_INDEX outside the answer
+    For speed the loop computes logits only from the batch's first answer position on:
+    ``label_offset`` label columns are dropped from ``logits``, ``labels`` and
+    ``token_weights`` alike (no row has a label there), so every per-token tensor of a
+    Side has the same width. A Side has no logits when the loss reads none (RMU's policy,
+    a cached reference that only kept summed log-probs in ``cached``).
+    """
+
+    logits: torch.Tensor | None  # (batch, time-1-offset, vocab): logits[:, t] predicts labels[:, t]
+    labels: torch.Tensor  # (batch, time-1-offset), IGNORE_INDEX outside the answer
     attention_mask: torch.Tensor  # (batch, time) for the unshifted inputs
     hidden: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (batch, time, hidden)
-    # (batch, time-1) float weights per label position; 1 everywhere unless the data marks
+    # (batch, time-1-offset) float weights per label position; 1 everywhere unless the data marks
     # sensitive spans (DI's focused variant up-weights them).
     token_weights: torch.Tensor | None = None
+    label_offset: int = 0  # label columns dropped at the start (all IGNORE_INDEX)
+    cached: CachedReference | None = None  # a cached reference's summed log-probs
+    _token_logps: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def label_mask(self) -> torch.Tensor:
-        """(batch, time-1) bool: positions that carry a label."""
+        """(batch, time-1-offset) bool: positions that carry a label."""
         return self.labels != IGNORE_INDEX
 
     @property
     def answer_mask_in(self) -> torch.Tensor:
         """(batch, time) bool, aligned with inputs / hidden states: tokens of the answer."""
         mask = torch.zeros_like(self.attention_mask, dtype=torch.bool)
-        mask[:, 1:] = self.label_mask
+        mask[:, 1 + self.label_offset :] = self.label_mask
         return mask
 
+    def _logits(self, what: str) -> torch.Tensor:
+        if self.logits is None:
+            raise ValueError(
+                f"{what} needs logits, and this Side has none (a cached reference keeps only what the "
+                "method declared in ref_outputs; a method with needs_logits=False gets no policy logits)"
+            )
+        return self.logits
+
     def token_logps(self) -> torch.Tensor:
-        """(batch, time-1) log p(label_t); 0 where there is no label."""
-        return token_logps(self.logits, self.labels)
+        """(batch, time-1-offset) log p(label_t); 0 where there is no label. Computed once."""
+        if self._token_logps is None:
+            self._token_logps = token_logps(self._logits("token_logps"), self.labels)
+        return self._token_logps
 
     def seq_logps(self) -> torch.Tensor:
         """(batch,) summed answer log-probability, log π(y|x)."""
+        if self.logits is None and self.cached is not None and self.cached.seq_logps is not None:
+            return self.cached.seq_logps
         return self.token_logps().sum(-1)
 
     def seq_nll(self) -> torch.Tensor:
@@ -74,8 +124,8 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def kl_on_answers(p_ref: Side, q_policy: Side) -> torch.Tensor:
     """KL(π_ref ‖ π_θ) per answer token, averaged over answer tokens of the batch."""
-    ref_logp = torch.log_softmax(p_ref.logits.float(), dim=-1)
-    pol_logp = torch.log_softmax(q_policy.logits.float(), dim=-1)
+    ref_logp = torch.log_softmax(p_ref._logits("kl_on_answers").float(), dim=-1)
+    pol_logp = torch.log_softmax(q_policy._logits("kl_on_answers").float(), dim=-1)
     kl_tok = F.kl_div(pol_logp, ref_logp, log_target=True, reduction="none").sum(-1)  # (batch, time-1)
     return masked_mean(kl_tok, q_policy.label_mask)
 

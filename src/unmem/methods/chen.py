@@ -35,7 +35,7 @@ from unmem.data.refusals import load_idk_answers
 from unmem.errors import UnmemError
 from unmem.methods._chen_evaluator import score_records, select_for_unlearning
 from unmem.methods._common import add_retain, check_int, check_number, num_layers, record_batches
-from unmem.methods.base import IGNORE_INDEX, LossInputs, kl_on_answers
+from unmem.methods.base import IGNORE_INDEX, LOGITS, LossInputs, kl_on_answers
 from unmem.methods.registry import SetupContext, register_method
 
 __all__ = ["ChenConfig", "chen_loss", "cluster_mean", "score_records", "select_for_unlearning"]
@@ -164,6 +164,7 @@ register_method(
     needs_retain=True,
     needs_idk=True,
     needs_for=lambda cfg: {"retain": cfg.alpha > 0},
+    ref_outputs=lambda cfg: {"forget": {LOGITS}} | ({"retain": {LOGITS}} if cfg.alpha > 0 else {}),
     hidden_layers=lambda cfg, n: [n],
     setup=chen_setup,
 )

@@ -5,7 +5,7 @@ Deliberate Imagination"; renamed UnDIAL). METHODS.md, seed method 1.
 For every labelled answer position t with label x_t:
   ẑ_t = z_t^teacher − γ·onehot(x_t),  q_t = softmax(ẑ_t)
   L_DI = Σ_t w_t · (−Σ_v q_t(v) log p_θ(v | x_<t)) / Σ_t w_t
-The teacher is the frozen reference copy (``ref_forget``). Only the memorised token
+The teacher is the starting model (``ref_forget``, live or cached). Only the memorised token
 loses mass: q_t(x_t) = p0·e^−γ / (p0·e^−γ + 1 − p0) with p0 the teacher's probability,
 and the rest goes to the teacher's own alternatives ("imagination"). Positions labelled
 -100 are never indexed (a safe index plus a mask) and carry no weight.
@@ -25,8 +25,16 @@ from dataclasses import dataclass
 
 import torch
 
-from unmem.methods._common import RETAIN_LOSSES, add_retain, check_choice, check_number, retain_needs
-from unmem.methods.base import SENSITIVE_MARKER, LossInputs, Side
+from unmem.methods._common import (
+    RETAIN_LOSSES,
+    add_retain,
+    check_choice,
+    check_number,
+    merge_outputs,
+    retain_needs,
+    retain_reference,
+)
+from unmem.methods.base import LOGITS, SENSITIVE_MARKER, LossInputs, Side
 from unmem.methods.registry import register_method
 
 FOCUS_MODES = ("none", "soft", "hard")
@@ -101,5 +109,6 @@ register_method(
     di_loss,
     description="Deliberate Imagination (UnDIAL): distil from a teacher whose label logit is lowered by γ.",
     needs_ref=True,
-    needs_for=lambda cfg: retain_needs(cfg, ref=True),
+    needs_for=retain_needs,
+    ref_outputs=lambda cfg: merge_outputs({"forget": {LOGITS}}, retain_reference(cfg)),
 )

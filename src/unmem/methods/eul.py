@@ -50,7 +50,7 @@ from unmem.methods._common import (
     hidden_size,
     record_batches,
 )
-from unmem.methods.base import LossInputs, kl_on_answers
+from unmem.methods.base import LOGITS, LossInputs, kl_on_answers
 from unmem.methods.registry import SetupContext, register_method
 
 ADAPTER_NAME = "unlearning_layer"  # every adapter parameter name contains this
@@ -299,6 +299,7 @@ register_method(
     description="EUL: train small unlearning layers on a frozen model (teacher-student); fusable per request.",
     needs_ref=True,
     needs_retain=True,
+    ref_outputs=lambda cfg: {"forget": {LOGITS}, "retain": {LOGITS}},
     prepare_model=eul_prepare_model,
     schedule="alternate",
     retain_phase_batches=lambda cfg, forget_batches: max(1, math.ceil(cfg.retain_share * forget_batches)),

@@ -12,7 +12,14 @@ from dataclasses import dataclass
 
 import torch
 
-from unmem.methods._common import RETAIN_LOSSES, add_retain, check_choice, check_number, retain_needs
+from unmem.methods._common import (
+    RETAIN_LOSSES,
+    add_retain,
+    check_choice,
+    check_number,
+    retain_needs,
+    retain_reference,
+)
 from unmem.methods.base import LossInputs
 from unmem.methods.registry import register_method
 
@@ -43,4 +50,5 @@ register_method(
     description="Gradient ascent on forget + NLL (or KL) on retain.",
     needs_retain=True,
     needs_for=retain_needs,
+    ref_outputs=retain_reference,
 )

@@ -16,8 +16,16 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from unmem.methods._common import RETAIN_LOSSES, add_retain, check_choice, check_number, retain_needs
-from unmem.methods.base import LossInputs
+from unmem.methods._common import (
+    RETAIN_LOSSES,
+    add_retain,
+    check_choice,
+    check_number,
+    merge_outputs,
+    retain_needs,
+    retain_reference,
+)
+from unmem.methods.base import SEQ_LOGPS, LossInputs
 from unmem.methods.registry import register_method
 
 
@@ -59,5 +67,6 @@ register_method(
     needs_ref=True,
     needs_retain=True,
     needs_idk=True,
-    needs_for=lambda cfg: retain_needs(cfg, ref=True),
+    needs_for=retain_needs,
+    ref_outputs=lambda cfg: merge_outputs({"forget": {SEQ_LOGPS}, "idk": {SEQ_LOGPS}}, retain_reference(cfg)),
 )

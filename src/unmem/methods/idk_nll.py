@@ -2,7 +2,9 @@
 Maini et al. 2024).
 
 Loss: L = γ·NLL(y_idk | x_f) + α·R (METHODS.md); the loop supplies the ``idk`` Side, the
-forget questions answered with a refusal from ``unmem/data/idk_answers.txt``.
+forget questions answered with a refusal from ``unmem/data/idk_answers.txt``. The forget
+answers themselves are not run through the model (``forget_pass=False``): the loss does
+not read them, so ``forget_nll`` is logged only when a caller supplies them.
 """
 
 from __future__ import annotations
@@ -11,7 +13,14 @@ from dataclasses import dataclass
 
 import torch
 
-from unmem.methods._common import RETAIN_LOSSES, add_retain, check_choice, check_number, retain_needs
+from unmem.methods._common import (
+    RETAIN_LOSSES,
+    add_retain,
+    check_choice,
+    check_number,
+    retain_needs,
+    retain_reference,
+)
 from unmem.methods.base import LossInputs
 from unmem.methods.registry import register_method
 
@@ -46,5 +55,7 @@ register_method(
     description="Fine-tune forget questions onto 'I don't know' refusals (+ retain term).",
     needs_retain=True,
     needs_idk=True,
+    forget_pass=False,
     needs_for=retain_needs,
+    ref_outputs=retain_reference,
 )

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from unmem.methods._common import add_retain, check_number
-from unmem.methods.base import LossInputs
+from unmem.methods.base import LOGITS, LossInputs
 from unmem.methods.registry import register_method
 
 
@@ -40,5 +40,6 @@ register_method(
     description="Gradient ascent on forget + KL to the reference on retain.",
     needs_ref=True,
     needs_retain=True,
-    needs_for=lambda cfg: {"retain": cfg.alpha > 0, "ref": cfg.alpha > 0},
+    needs_for=lambda cfg: {"retain": cfg.alpha > 0},
+    ref_outputs=lambda cfg: {"retain": {LOGITS}} if cfg.alpha > 0 else {},
 )

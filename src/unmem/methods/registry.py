@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import torch
 
 from unmem.errors import UnmemError
-from unmem.methods.base import LossInputs
+from unmem.methods.base import REFERENCE_KINDS, LossInputs
 
 LossFn = Callable[[LossInputs, Any], tuple[torch.Tensor, dict[str, float]]]
 
@@ -67,9 +67,22 @@ class MethodSpec:
     # Optional work after training, given (model, SetupContext, config, output dir) (e.g. EUL's Gram matrices).
     finalize: Callable[..., None] | None = None
     # Optional config-dependent needs: config -> {"ref"|"retain"|"idk": bool}, overriding the flags above
-    # for that config (e.g. a retain term with weight 0 needs no retain batch; retain_loss="kl" needs the
-    # reference). The static flags describe the default config; the loop should ask ``needs(cfg)``.
+    # for that config (e.g. a retain term with weight 0 needs no retain batch). The static flags describe
+    # the default config; the loop should ask ``needs(cfg)``.
     needs_for: Callable[[Any], dict[str, bool]] | None = None
+    # What the loss reads from the frozen reference: config -> {role: kinds}, roles "forget" | "retain" |
+    # "idk", kinds from ``base.REFERENCE_KINDS`` (summed answer log-probs, the next-token distribution at
+    # answer positions, hidden states of ``hidden_layers``). The reference is always the model as loaded,
+    # before LoRA or ``prepare_model``: DI's starting model, EUL's base without its unlearning layers.
+    # The loop computes exactly these, once per example before training (``reference: cached``) or
+    # every step (``live``); needs(cfg).ref is whether anything is declared. A method that needs the
+    # reference but declares nothing (None) gets the live reference's full outputs on every role.
+    ref_outputs: Callable[[Any], dict[str, frozenset[str]]] | None = None
+    # False: the loss reads no policy logits (RMU: hidden states only), so none are computed.
+    needs_logits: bool = True
+    # False: the loss takes nothing from the policy on the forget batch (IdkNLL learns the refusals
+    # to the forget questions instead), so the loop does not run that pass.
+    forget_pass: bool = True
 
     def needs(self, cfg: Any) -> Needs:
         """What the loop must compute for this configured method."""
@@ -80,7 +93,23 @@ class MethodSpec:
             if unknown:
                 raise ValueError(f"method {self.name!r}: needs_for returned unknown key(s) {unknown}")
             flags.update(override)
+        if self.ref_outputs is not None:
+            flags["ref"] = bool(self.reference_outputs(cfg))
         return Needs(**flags)
+
+    def reference_outputs(self, cfg: Any) -> dict[str, frozenset[str]]:
+        """{role: kinds} the configured method reads from the reference; {} when it reads nothing."""
+        if self.ref_outputs is None:
+            return {}
+        declared = {role: frozenset(kinds) for role, kinds in self.ref_outputs(cfg).items() if kinds}
+        bad_roles = sorted(set(declared) - {"forget", "retain", "idk"})
+        bad_kinds = sorted({k for kinds in declared.values() for k in kinds} - set(REFERENCE_KINDS))
+        if bad_roles or bad_kinds:
+            raise ValueError(
+                f"method {self.name!r}: ref_outputs names unknown role(s) {bad_roles} or kind(s) "
+                f"{bad_kinds}; roles: forget, retain, idk; kinds: {', '.join(REFERENCE_KINDS)}"
+            )
+        return declared
 
     def make_config(self, overrides: dict[str, Any] | None = None) -> Any:
         """Build the method config from overrides, naming unknown keys and bad values."""

@@ -38,7 +38,7 @@ from unmem.methods._common import (
     hidden_size,
     num_layers,
 )
-from unmem.methods.base import LossInputs, Side, masked_mean
+from unmem.methods.base import HIDDEN, LossInputs, Side, masked_mean
 from unmem.methods.registry import SetupContext, register_method
 
 TOKEN_SCOPES = ("all", "answer")
@@ -143,7 +143,9 @@ register_method(
     description="Steer middle-layer activations on forget to a random direction; keep retain activations.",
     needs_ref=True,
     needs_retain=True,
-    needs_for=lambda cfg: {"ref": cfg.alpha > 0, "retain": cfg.alpha > 0},
+    needs_for=lambda cfg: {"retain": cfg.alpha > 0},
+    ref_outputs=lambda cfg: {"retain": {HIDDEN}} if cfg.alpha > 0 else {},
+    needs_logits=False,
     hidden_layers=lambda cfg, n: [rmu_layer(cfg, n)],
     setup=rmu_setup,
     restrict_training=rmu_restrict_training,

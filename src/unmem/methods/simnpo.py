@@ -17,7 +17,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from unmem.methods._common import RETAIN_LOSSES, add_retain, check_choice, check_number, retain_needs
+from unmem.methods._common import (
+    RETAIN_LOSSES,
+    add_retain,
+    check_choice,
+    check_number,
+    retain_needs,
+    retain_reference,
+)
 from unmem.methods.base import LossInputs
 from unmem.methods.registry import register_method
 
@@ -53,4 +60,5 @@ register_method(
     description="Reference-free NPO on length-normalised NLL (+ retain term).",
     needs_retain=True,
     needs_for=retain_needs,
+    ref_outputs=retain_reference,
 )

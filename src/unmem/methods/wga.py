@@ -14,7 +14,14 @@ from dataclasses import dataclass
 
 import torch
 
-from unmem.methods._common import RETAIN_LOSSES, add_retain, check_choice, check_number, retain_needs
+from unmem.methods._common import (
+    RETAIN_LOSSES,
+    add_retain,
+    check_choice,
+    check_number,
+    retain_needs,
+    retain_reference,
+)
 from unmem.methods.base import LossInputs, masked_mean
 from unmem.methods.registry import register_method
 
@@ -55,4 +62,5 @@ register_method(
     description="Gradient ascent weighted by the detached token probability p^β (+ retain term).",
     needs_retain=True,
     needs_for=retain_needs,
+    ref_outputs=retain_reference,
 )
