@@ -93,6 +93,13 @@ class UnlearnConfig(TrainingSettings):
     max_steps: int | None = Field(None, gt=0)
     early_stop: EarlyStop | None = None
     calibrated_stop: CalibratedStop | None = None
+    # The frozen reference (methods that compare with the starting model): "cached" computes what the
+    # method reads from it once per example before training (unmem.train.reference) and keeps no
+    # model copy; "live" runs a frozen copy on every step, as the papers' code does. Same results to
+    # float rounding.
+    reference: Literal["cached", "live"] = "cached"
+    reference_cache: Path | None = None  # cache folder; None: .unmem-cache next to the output
+    fuse_passes: bool = True  # forget, retain and refusal batches in one forward pass
 
     @model_validator(mode="after")
     def _known_method(self) -> UnlearnConfig:

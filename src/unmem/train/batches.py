@@ -21,6 +21,7 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
 from unmem.data.collate import Example, collate
+from unmem.logprobs import IGNORE_INDEX
 
 StepBatch = dict[str, dict[str, Any]]  # role -> collated batch
 
@@ -63,8 +64,31 @@ def make_loader(
         shuffle=True,
         generator=torch.Generator().manual_seed(seed),
         collate_fn=collate_fn,
+        # Page-locked batches copy to a GPU asynchronously (the accelerator is made non_blocking).
+        pin_memory=accelerator.device.type == "cuda",
     )
     return accelerator.prepare(loader)
+
+
+def label_start(batch: dict[str, Any]) -> int:
+    """The first shifted label column any row of the batch uses (logits before it are never read).
+
+    ``with_layout`` stores it when collating, so that the loop reads a plain int instead of
+    syncing with the accelerator; without it, it is computed here.
+    """
+    if "label_start" in batch:
+        return int(batch["label_start"])
+    labels = batch["labels"][:, 1:]
+    columns = (labels != IGNORE_INDEX).any(0).nonzero()
+    return int(columns[0]) if len(columns) else labels.shape[1]
+
+
+def with_layout(batch: dict[str, Any]) -> dict[str, Any]:
+    """Add, as plain ints computed on the CPU, what the loop would otherwise sync for:
+    ``label_start`` (see ``label_start``) and ``n_tokens`` (real tokens)."""
+    batch["label_start"] = label_start(batch)
+    batch["n_tokens"] = int(batch["attention_mask"].sum())
+    return batch
 
 
 def example_loader(
@@ -115,4 +139,8 @@ class BatchSchedule:
 
 def count_tokens(batch: StepBatch) -> int:
     """Real (unpadded) tokens of the batches that train the policy's answers."""
-    return sum(int(b["attention_mask"].sum()) for role, b in batch.items() if role != "idk")
+    return sum(
+        b["n_tokens"] if "n_tokens" in b else int(b["attention_mask"].sum())
+        for role, b in batch.items()
+        if role != "idk"
+    )

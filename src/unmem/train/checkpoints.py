@@ -29,7 +29,7 @@ RUN_FILE = "run.json"
 PROGRESS_FILE = "progress.json"
 SELECTED = "selected"  # the stopping rule's chosen weights
 # Settings that change how a run is kept, not what it computes: a resume may change them.
-BOOKKEEPING = frozenset({"checkpoint_every", "keep_checkpoints", "device"})
+BOOKKEEPING = frozenset({"checkpoint_every", "keep_checkpoints", "device", "reference_cache"})
 
 
 @dataclass

@@ -124,9 +124,7 @@ def finetune(
         loader = example_loader(examples, config.batch_size, config.seed, tokenizer.pad_token_id, accelerator)
         schedule = BatchSchedule(accelerator, [Phase(loader, "data")], config.grad_accum)
         total_steps = schedule.steps_per_epoch * config.epochs
-        optimizer, scheduler = optimizer_and_schedule(
-            trainable, config, total_steps, accelerator.num_processes
-        )
+        optimizer, scheduler = optimizer_and_schedule(trainable, config, total_steps, accelerator)
         deepspeed_batch_size(accelerator, config.batch_size)
         model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
         checkpoints = Checkpoints(out, accelerator, config.keep_checkpoints)

@@ -9,6 +9,7 @@ steps a resumable checkpoint. Everything else is a helper in this package.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,14 +65,18 @@ class LoopResult:
     finished: bool = True  # False: ``stop_after_steps`` ended the process's work early
 
 
-def _optimise(loop: Loop, step_loss: StepLoss, batch: StepBatch, step: int) -> tuple[torch.Tensor, dict]:
+def _optimise(loop: Loop, step_loss: StepLoss, batch: StepBatch, step: int) -> tuple[float, dict]:
     with loop.accelerator.accumulate(loop.model):
         loss, logs = step_loss(loop.model, batch)
-        if not torch.isfinite(loss):
+        # The loss is read here, where the method's logged floats already waited for the forward
+        # pass; read after the optimiser step it would stall a GPU every step (and so would
+        # counting tokens on it: batches carry their counts, see batches.with_layout).
+        value = float(loss.detach())
+        if not math.isfinite(value):
             last = loop.checkpoints.last()
             kept = f"; last good checkpoint: {last}" if last else ""
             raise UnmemError(
-                f"{loop.desc}: loss became {loss.item()} at step {step}; "
+                f"{loop.desc}: loss became {value} at step {step}; "
                 f"lower --lr or change hyper-parameters{kept}"
             )
         loop.accelerator.backward(loss)
@@ -82,7 +87,7 @@ def _optimise(loop: Loop, step_loss: StepLoss, batch: StepBatch, step: int) -> t
         loop.optimizer.step()
         loop.scheduler.step()
         loop.optimizer.zero_grad(set_to_none=True)
-    return loss, logs
+    return value, logs
 
 
 def _check_rules(loop: Loop, progress: Progress, record: dict[str, Any]) -> str | None:
@@ -131,7 +136,7 @@ def run_loop(
                 if not loop.accelerator.sync_gradients:
                     continue
                 progress.step += 1
-                result.last_logs = {"loss": float(loss.detach()), **logs}
+                result.last_logs = {"loss": loss, **logs}
                 progress.seconds = time.perf_counter() - clock
                 record = {
                     "step": progress.step,

@@ -14,9 +14,11 @@ Works unchanged under ``accelerate launch -m unmem unlearn ...`` (data parallel)
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,11 +32,17 @@ from unmem.errors import UnmemError
 from unmem.io import atomic_dir, exclusive_lock, hash_files, read_records, write_json
 from unmem.methods.registry import MethodSpec, SetupContext, get_method
 from unmem.models import frozen_copy, model_hash, resolve_model_dir
-from unmem.train.batches import BatchSchedule, Phase, example_loader, make_loader
+from unmem.train.batches import BatchSchedule, Phase, make_loader, with_layout
 from unmem.train.checkpoints import Checkpoints, run_record
-from unmem.train.forward import MethodForward
+from unmem.train.forward import MethodForward, accepts_logits_to_keep
 from unmem.train.loop import Loop, LoopResult, StoppingRule, run_loop
 from unmem.train.output import assert_finite, method_config_json, save_unlearned
+from unmem.train.reference import (
+    CacheRequest,
+    ReferenceCache,
+    ReferenceNotCacheable,
+    build_reference_cache,
+)
 from unmem.train.setup import (
     check_output,
     deepspeed_batch_size,
@@ -55,10 +63,23 @@ class Pair:
     idk: Example | None
 
 
-def _collate_pairs(pairs: list[Pair], pad_token_id: int) -> dict[str, Any]:
-    batch = {"forget": collate([p.forget for p in pairs], pad_token_id)}
+RoleCollate = Callable[[list[Example]], dict[str, Any]]
+
+
+def _role_collate(role: str, pad_token_id: int, cache: ReferenceCache | None) -> RoleCollate:
+    """Collate one role's examples: padded tensors, layout ints and the cached reference rows."""
+
+    def collate_role(examples: list[Example]) -> dict[str, Any]:
+        batch = with_layout(collate(examples, pad_token_id))
+        return batch if cache is None else cache.attach(role, batch, examples)
+
+    return collate_role
+
+
+def _collate_pairs(pairs: list[Pair], forget: RoleCollate, idk: RoleCollate) -> dict[str, Any]:
+    batch = {"forget": forget([p.forget for p in pairs])}
     if pairs[0].idk is not None:
-        batch["idk"] = collate([p.idk for p in pairs if p.idk is not None], pad_token_id)
+        batch["idk"] = idk([p.idk for p in pairs if p.idk is not None])
     return batch
 
 
@@ -252,34 +273,38 @@ def _unlearn_locked(
     resume: bool,
     stop_after_steps: int | None,
 ) -> Path:
-    needs = spec.needs(method_cfg)
     model, tokenizer = load_policy(config, inputs.model)
     fmt = PromptFormat.for_tokenizer(tokenizer, config.chat_template)
-    forget = encode_records(tokenizer, inputs.forget_records, fmt, max_length=config.max_length)
-    ref = frozen_copy(model) if needs.ref else None
+    data = _encode_roles(inputs, tokenizer, fmt, config, spec.needs(method_cfg))
+    layers = spec.hidden_layers(method_cfg, model.config.num_hidden_layers) if spec.hidden_layers else []
+    hashes = inputs.hashes()
+    reference = _reference(model, data, config, spec, method_cfg, accelerator, layers, hashes["model"], out)
+    live_ref = reference if isinstance(reference, torch.nn.Module) else None
+    cache = reference if isinstance(reference, ReferenceCache) else None
     model = _wrap_model(model, spec, method_cfg, config)
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
         raise UnmemError(f"method '{spec.name}': the model has no trainable parameters")
-    phases = _phases(inputs, forget, tokenizer, fmt, config, spec, method_cfg, accelerator)
+    phases = _phases(data, config, spec, tokenizer.pad_token_id, accelerator, cache)
     schedule = BatchSchedule(accelerator, phases, config.grad_accum)
     total_steps = config.max_steps or schedule.steps_per_epoch * config.epochs
-    optimizer, scheduler = optimizer_and_schedule(trainable, config, total_steps, accelerator.num_processes)
+    optimizer, scheduler = optimizer_and_schedule(trainable, config, total_steps, accelerator)
     deepspeed_batch_size(accelerator, config.batch_size)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     device = accelerator.device
-    if ref is not None:
-        ref.to(device)
+    if live_ref is not None:
+        live_ref.to(device)
     unwrapped = accelerator.unwrap_model(model)
-    layers = spec.hidden_layers(method_cfg, unwrapped.config.num_hidden_layers) if spec.hidden_layers else []
-    context = SetupContext(unwrapped, ref, tokenizer, inputs.forget_records, inputs.retain_records, device)
+    context = SetupContext(
+        unwrapped, live_ref, tokenizer, inputs.forget_records, inputs.retain_records, device
+    )
     state = spec.setup(context, method_cfg) if spec.setup else None
 
     checkpoints = Checkpoints(out, accelerator, config.keep_checkpoints)
     record = run_record(
         config=config.model_dump(mode="json"),
         method_config=method_config_json(method_cfg),
-        hashes=inputs.hashes(),
+        hashes=hashes,
     )
     start = checkpoints.start(record, resume)
     if start is not None and accelerator.is_main_process:
@@ -294,44 +319,104 @@ def _unlearn_locked(
         checkpoints,
         config.grad_clip,
         checkpoint_every=config.checkpoint_every,
-        stoppers=_stopping_rules(config, inputs, forget, tokenizer, fmt),
+        stoppers=_stopping_rules(config, inputs, data["forget"], tokenizer, fmt),
         desc=f"method '{spec.name}'",
     )
-    result = run_loop(loop, MethodForward(spec, method_cfg, ref, layers, state), start, stop_after_steps)
+    step = MethodForward(
+        spec,
+        method_cfg,
+        reference,
+        layers,
+        state,
+        window=accepts_logits_to_keep(unwrapped),
+        fuse=config.fuse_passes,
+    )
+    result = run_loop(loop, step, start, stop_after_steps)
     if not result.finished:
         return checkpoints.work
-    return _publish(loop, result, inputs, out, config, spec, method_cfg, tokenizer, context, overwrite)
+    report = cache.report if cache is not None else {"mode": "live" if live_ref is not None else None}
+    return _publish(
+        loop, result, inputs, out, config, spec, method_cfg, tokenizer, context, overwrite, report
+    )
 
 
-def _phases(
-    inputs: Inputs,
-    forget: list[Example],
-    tokenizer: Any,
-    fmt: PromptFormat,
+def _encode_roles(
+    inputs: Inputs, tokenizer: Any, fmt: PromptFormat, config: UnlearnConfig, needs: Any
+) -> dict[str, list[Example]]:
+    """The tokenised examples of every role the method uses: forget, retain, idk (refusals)."""
+    encode = functools.partial(encode_records, tokenizer, fmt=fmt, max_length=config.max_length)
+    data = {"forget": encode(inputs.forget_records)}
+    data["retain"] = encode(inputs.retain_records) if needs.retain else []
+    if needs.idk:
+        data["idk"] = _make_idk(inputs.forget_records, tokenizer, fmt, config.max_length, config.seed)
+    return data
+
+
+def _reference(
+    model: torch.nn.Module,
+    data: dict[str, list[Example]],
     config: UnlearnConfig,
     spec: MethodSpec,
     method_cfg: Any,
     accelerator: Any,
+    layers: list[int],
+    model_hash: str,
+    out: Path,
+) -> torch.nn.Module | ReferenceCache | None:
+    """What the method reads from the starting model: a cache of exactly that (the default), or the
+    live frozen copy; None when the method reads nothing from it.
+
+    A method that needs the reference but declares no ``ref_outputs``, and a model whose logits
+    cannot be rebuilt from its output head, get the live copy.
+    """
+    if not spec.needs(method_cfg).ref:
+        return None
+    declared = spec.reference_outputs(method_cfg)
+    if config.reference == "live" or not declared:
+        return frozen_copy(model)
+    request = CacheRequest(
+        declared=declared,
+        examples={role: data[role] for role in declared},
+        layers=layers,
+        pad_id=0,  # padding is on the right and masked: its id never reaches a real token's output
+        batch_size=config.batch_size,
+    )
+    cache_dir = Path(config.reference_cache or out.parent / ".unmem-cache").resolve() / "reference"
+    try:
+        return build_reference_cache(
+            model, request, accelerator.device, model_hash=model_hash, cache_dir=cache_dir
+        )
+    except ReferenceNotCacheable as exc:
+        if accelerator.is_main_process:
+            print(f"{exc}; running the reference live instead", file=sys.stderr)
+        return frozen_copy(model)
+
+
+def _phases(
+    data: dict[str, list[Example]],
+    config: UnlearnConfig,
+    spec: MethodSpec,
+    pad: int,
+    accelerator: Any,
+    cache: ReferenceCache | None,
 ) -> list[Phase]:
     """Forget batches (with their refusals when the method needs them) and retain batches."""
-    needs, pad = spec.needs(method_cfg), tokenizer.pad_token_id
-    retain = (
-        encode_records(tokenizer, inputs.retain_records, fmt, max_length=config.max_length)
-        if needs.retain
-        else []
-    )
-    idk = (
-        _make_idk(inputs.forget_records, tokenizer, fmt, config.max_length, config.seed)
-        if needs.idk
-        else None
-    )
-    pairs = [Pair(f, None if idk is None else idk[i]) for i, f in enumerate(forget)]
+    idk = data.get("idk")
+    pairs = [Pair(f, None if idk is None else idk[i]) for i, f in enumerate(data["forget"])]
+    forget_collate, idk_collate = _role_collate("forget", pad, cache), _role_collate("idk", pad, cache)
     forget_loader = make_loader(
-        pairs, config.batch_size, config.seed, lambda b: _collate_pairs(b, pad), accelerator
+        pairs,
+        config.batch_size,
+        config.seed,
+        lambda b: _collate_pairs(b, forget_collate, idk_collate),
+        accelerator,
     )
     retain_loader = None
-    if retain:
-        retain_loader = example_loader(retain, config.batch_size, config.seed + 1, pad, accelerator)
+    if data["retain"]:
+        retain_collate = _role_collate("retain", pad, cache)
+        retain_loader = make_loader(
+            data["retain"], config.batch_size, config.seed + 1, retain_collate, accelerator
+        )
     if spec.schedule != "alternate":
         return [Phase(forget_loader, None, companion=retain_loader)]
     # EUL: a retain phase, then a forget phase; ``epochs`` counts the pairs.
@@ -371,7 +456,12 @@ def _published_step(loop: Loop, result: LoopResult) -> int:
 
 
 def _summary(
-    loop: Loop, result: LoopResult, inputs: Inputs, spec: MethodSpec, published: int
+    loop: Loop,
+    result: LoopResult,
+    inputs: Inputs,
+    spec: MethodSpec,
+    published: int,
+    reference: dict[str, Any],
 ) -> dict[str, Any]:
     progress = result.progress
     seconds = max(progress.seconds, 1e-9)
@@ -391,6 +481,7 @@ def _summary(
         "processes": loop.accelerator.num_processes,
         "trainable_parameters": sum(p.numel() for p in loop.unwrapped.parameters() if p.requires_grad),
         "final": result.last_logs,
+        "reference": reference,
         "stopping": {rule.name: rule.summary(result.stop_reason) for rule in loop.stoppers},
     }
 
@@ -406,6 +497,7 @@ def _publish(
     tokenizer: Any,
     context: SetupContext,
     overwrite: bool,
+    reference: dict[str, Any],
 ) -> Path:
     accelerator = loop.accelerator
     published = _published_step(loop, result)
@@ -415,7 +507,7 @@ def _publish(
     if accelerator.is_main_process:
         model = loop.unwrapped
         assert_finite(model, loop.desc, loop.checkpoints.last())
-        summary = _summary(loop, result, inputs, spec, published)
+        summary = _summary(loop, result, inputs, spec, published, reference)
         with atomic_dir(out, overwrite=overwrite) as staging:
             save_unlearned(model, tokenizer, spec, config, inputs.model, staging, state_dict)
             if spec.finalize is not None:
