@@ -114,6 +114,21 @@ def test_generate_ids_budgets_and_eos(tiny_model, tiny_tokenizer):
         scoring.generate_ids(tiny_model, [[]], max_new_tokens=2, pad_token_id=pad, eos_token_id=None)
 
 
+def test_generation_stops_at_every_eos_the_model_names(tiny_model, tiny_tokenizer):
+    """Chat models end a turn with their own token, listed in generation_config.eos_token_id
+    (Llama 3: <|end_of_text|> and <|eot_id|>): each row stops at the first of them (issue 12)."""
+    pad = tiny_tokenizer.pad_token_id
+    prompts = [scoring.encode_prompt(tiny_tokenizer, t) for t in ("Dunmore is", "The weather was mild and")]
+    full = scoring.generate_ids(tiny_model, prompts, max_new_tokens=6, pad_token_id=pad, eos_token_id=None)
+    turn_end = full[0][2]
+    tiny_model.generation_config.eos_token_id = [tiny_tokenizer.eos_token_id, turn_end]
+    stopped = scoring.generate_ids(
+        tiny_model, prompts, max_new_tokens=6, pad_token_id=pad, eos_token_id=tiny_tokenizer.eos_token_id
+    )
+    for got, whole in zip(stopped, full, strict=True):
+        assert got == (whole[: whole.index(turn_end)] if turn_end in whole else whole)
+
+
 def test_prefix_continuations(tiny_model, tiny_tokenizer):
     targets = [tiny_tokenizer(t, add_special_tokens=False)["input_ids"] for t in (ANSWERS[3], ANSWERS[0])]
     conts = scoring.prefix_continuations(tiny_model, tiny_tokenizer, targets, stride=2, batch_size=16)

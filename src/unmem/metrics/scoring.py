@@ -313,7 +313,11 @@ def generate_ids(
     Prompts are left-padded (HF derives position ids from the attention mask), sorted by
     length to limit padding. ``max_new_tokens`` may differ per prompt: a batch generates
     the largest budget and each output is cut to its own (greedy decoding makes that equal
-    to a separate call). Output stops before the first ``eos_token_id`` (or any of several).
+    to a separate call). Output stops before the first end-of-sequence token: ``eos_token_id``
+    (or any of several), or any the model's generation config names (chat models end a turn
+    with their own, e.g. Llama 3's ``<|eot_id|>``); a batch ends as soon as every row has
+    stopped. The KV cache is always on, whatever ``config.use_cache`` a gradient-checkpointed
+    run saved.
     """
     n = len(prompt_ids)
     budgets = (
@@ -325,11 +329,7 @@ def generate_ids(
         if len(ids) == 0:
             raise ValueError(f"prompt {i} has no tokens; generation needs at least one (add a bos token)")
     device = torch.device(device) if device is not None else model_device(model)
-    if eos_token_id is None or isinstance(eos_token_id, int):
-        stops = set() if eos_token_id is None else {eos_token_id}
-    else:
-        stops = set(eos_token_id)
-        eos_token_id = list(eos_token_id)
+    stops = _stop_ids(model, eos_token_id)
     outputs: list[list[int]] = [[] for _ in range(n)]
     order = sorted((i for i in range(n) if budgets[i] > 0), key=lambda i: len(prompt_ids[i]))
     groups = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
@@ -349,13 +349,25 @@ def generate_ids(
                 do_sample=False,
                 num_beams=1,
                 pad_token_id=pad_token_id,
-                eos_token_id=eos_token_id,
+                eos_token_id=stops or None,
+                use_cache=True,
             )[:, width:].tolist()
             for row, i in enumerate(group):
                 tokens = generated[row][: budgets[i]]
                 ends = [k for k, token in enumerate(tokens) if token in stops]
                 outputs[i] = tokens[: ends[0]] if ends else tokens
     return outputs
+
+
+def _stop_ids(model: torch.nn.Module, eos_token_id: int | Sequence[int] | None) -> list[int]:
+    """``eos_token_id`` (one or several) and the end-of-sequence ids of the model's generation config."""
+
+    def as_list(ids: int | Sequence[int] | None) -> list[int | None]:
+        return list(ids) if isinstance(ids, Sequence) else [ids]
+
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    stops = [*as_list(eos_token_id), *as_list(configured)]
+    return [int(t) for t in dict.fromkeys(stops) if t is not None]
 
 
 def greedy_generate(
