@@ -224,3 +224,29 @@ def test_unlearn_with_cached_reference_equals_live_and_reuses_the_cache(tmp_path
         got = load_file(runs[name] / "model" / "model.safetensors")
         for key, tensor in live.items():
             torch.testing.assert_close(got[key], tensor, rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_cache_follows_the_runs_mixed_precision(tiny_tokenizer, make_tiny_llama):
+    """Under bf16 autocast the outputs are computed (and the head rebuilds logits) in bf16, as the
+    policy's own forward is: close to float32, and keyed apart from it."""
+    spec = get_method("npo")
+    cfg = spec.make_config({"retain_loss": "kl"})
+    reference = make_tiny_llama().eval()
+    data = _data(tiny_tokenizer)
+    declared = spec.reference_outputs(cfg)
+    exact = build_reference_cache(
+        reference, CacheRequest(declared, data, [], 0, 4), torch.device("cpu"), model_hash="t", cache_dir=None
+    )
+    bf16 = build_reference_cache(
+        reference,
+        CacheRequest(declared, data, [], 0, 4, autocast=torch.bfloat16),
+        torch.device("cpu"),
+        model_hash="t",
+        cache_dir=None,
+    )
+    batch = _step_batch(data, tiny_tokenizer.pad_token_id, bf16)
+    side = bf16.side(batch["retain"], start=0)
+    assert side.logits.dtype == torch.bfloat16
+    fp32 = exact.outputs["forget"][SEQ_LOGPS].tensors["seq_logps"]
+    low = bf16.outputs["forget"][SEQ_LOGPS].tensors["seq_logps"]
+    torch.testing.assert_close(low, fp32, rtol=0.05, atol=0.05)

@@ -145,19 +145,26 @@ def compute_role(
     pad_id: int,
     device: torch.device,
     batch_size: int,
+    autocast: torch.dtype | None = None,
 ) -> dict[str, Packed]:
-    """{kind: Packed} for every example, in input order; batches are sorted by length (less padding)."""
+    """{kind: Packed} for every example, in input order; batches are sorted by length (less padding).
+
+    ``autocast``: the run's mixed precision, so that at step 0 the policy and its cached
+    reference are the same computation (a live reference always runs in float32).
+    """
     was_training = model.training
     model.eval()
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
     per_example: list[dict[str, dict[str, torch.Tensor]]] = [{} for _ in examples]
+    precision = torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None)
     try:
         for first in range(0, len(order), batch_size):
             chosen = order[first : first + batch_size]
             verify = LOGITS in kinds and first == 0  # once: the head reproduces the logits
-            outputs = _batch_outputs(
-                model, [examples[i] for i in chosen], kinds, layers, pad_id, device, verify
-            )
+            with precision:
+                outputs = _batch_outputs(
+                    model, [examples[i] for i in chosen], kinds, layers, pad_id, device, verify
+                )
             for i, result in zip(chosen, outputs, strict=True):
                 per_example[i] = result
     finally:
@@ -205,11 +212,16 @@ class ReferenceCache:
     cached head inputs back into logits. Attaches a batch's rows to it; builds reference Sides."""
 
     def __init__(
-        self, outputs: dict[str, dict[str, Packed]], head: torch.nn.Module | None, report: dict[str, Any]
+        self,
+        outputs: dict[str, dict[str, Packed]],
+        head: torch.nn.Module | None,
+        report: dict[str, Any],
+        autocast: torch.dtype | None = None,
     ) -> None:
         self.outputs = outputs
         self.head = head
         self.report = report  # for summary.json: files, seconds, reuse
+        self.autocast = autocast  # the precision the outputs were computed in; the head runs in it too
 
     def attach(self, role: str, batch: dict[str, Any], examples: Sequence[Example]) -> dict[str, Any]:
         """Add ``batch["ref"]``: the rows' outputs laid out like the batch (head inputs at label
@@ -240,7 +252,10 @@ class ReferenceCache:
         ref = batch["ref"]
         logits = None
         if "head_inputs" in ref and self.head is not None:
-            logits = self.head(ref["head_inputs"][:, start:])  # (batch, time-1-start, vocab)
+            inputs = ref["head_inputs"][:, start:]  # (batch, time-1-start, hidden)
+            dtype = self.autocast or torch.float32
+            with torch.autocast(inputs.device.type, dtype=dtype, enabled=self.autocast is not None):
+                logits = self.head(inputs)  # (batch, time-1-start, vocab)
         return Side(
             logits=logits,
             labels=batch["labels"][:, 1 + start :],
@@ -271,7 +286,8 @@ class CacheRequest:
     examples: dict[str, Sequence[Example]]
     layers: list[int]
     pad_id: int
-    batch_size: int
+    batch_size: int  # inference only: larger than a training batch costs less memory than one
+    autocast: torch.dtype | None = None  # the run's mixed precision (bf16), None for float32
 
 
 def _role_kind(
@@ -294,6 +310,7 @@ def _role_kind(
         pad_id=request.pad_id,
         device=device,
         batch_size=request.batch_size,
+        autocast=request.autocast,
     )[kind]
     if path is not None:
         _save(path, packed)
@@ -321,6 +338,7 @@ def build_reference_cache(
             settings = {
                 "layers": request.layers if kind == HIDDEN else None,
                 "dtype": str(next(model.parameters()).dtype),
+                "autocast": str(request.autocast),
             }
             name = (
                 f"{role}-{kind}-{_key(model_hash, role, kind, request.examples[role], settings)}.safetensors"
@@ -333,4 +351,4 @@ def build_reference_cache(
     if any(LOGITS in kinds for kinds in request.declared.values()):
         head = copy.deepcopy(model.get_output_embeddings()).to(device).eval().requires_grad_(False)
     report = {"mode": "cached", "seconds": round(time.perf_counter() - start, 3), "outputs": files}
-    return ReferenceCache(outputs, head, report)
+    return ReferenceCache(outputs, head, report, request.autocast)
