@@ -11,12 +11,23 @@ Run (a fresh ``small``-preset model, tokenizer trained on the world's text)::
 or on a trained model (``--model DIR``, a model directory or an unmem run directory),
 optionally followed by one full ``unmem eval`` (``--full-eval``) to time every family.
 Without ``--world`` a default world is generated in a temporary directory.
+
+SmolLM2 (``unmem model import-gguf``, docs/real-models.md), CPU, about 5 minutes idle::
+
+    python benchmarks/eval_throughput.py --model runs/smollm2 --samples 64 --batch-size 16 \
+        --full-eval --max-samples 16 --out runs/bench/eval_smollm2.json
+
+On a GPU add ``--device cuda --dtype bfloat16`` (peak memory is then
+``torch.cuda.max_memory_allocated``). Generation reports how many answers stopped at an
+end-of-sequence token before their budget (greedy decoding, KV cache, prompts sorted by
+length; ``unmem.metrics.scoring.generate_ids``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import sys
@@ -74,6 +85,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=2, help="Timed repeats; the best is reported.")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads.")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", help="Weights of --model: float32, bfloat16.")
+    parser.add_argument("--max-samples", type=int, help="--full-eval: cap on samples per data set.")
+    parser.add_argument("--metrics", help="--full-eval: comma-separated families (default: all).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--full-eval", action="store_true", help="Also time one full `unmem eval`.")
     parser.add_argument("--out", help="Write the results as JSON here.")
@@ -84,7 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
     world_dir = Path(args.world) if args.world else generate_world(WorldConfig(), Path(tmp.name) / "world")
     world = World.load(world_dir)
     if args.model:
-        model, tokenizer = load_model(args.model, device=args.device, dtype="float32")
+        model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
         model_name = args.model
     else:
         model, tokenizer = fresh_model(world, args.preset, args.seed)
@@ -122,6 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.repeats,
     )
     new_tokens = sum(len(ids) for ids in generated)
+    stopped = sum(len(ids) < args.max_new_tokens for ids in generated)  # ended at eos within budget
     results: dict = {
         "model": model_name,
         "parameters": n_params,
@@ -140,8 +155,10 @@ def main(argv: list[str] | None = None) -> dict:
             "new_tokens_per_s": new_tokens / gen_s,
             "max_new_tokens": args.max_new_tokens,
             "mean_new_tokens": new_tokens / max(len(records), 1),
+            "stopped_at_eos": stopped / max(len(records), 1),
         },
         "peak_rss_mb": peak_rss_mb(),
+        "load_average": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(),
@@ -156,13 +173,24 @@ def main(argv: list[str] | None = None) -> dict:
             tokenizer.save_pretrained(model_dir)
         start = time.perf_counter()
         out = evaluate(
-            model_dir, data=world_dir, split=args.split, out_dir=Path(tmp.name) / "eval", device=args.device
+            model_dir,
+            data=world_dir,
+            split=args.split,
+            out_dir=Path(tmp.name) / "eval",
+            device=args.device,
+            dtype=args.dtype,
+            batch_size=args.batch_size,
+            max_samples=args.max_samples,
+            metrics=args.metrics.split(",") if args.metrics else None,
+            threads=args.threads if args.device == "cpu" else None,
         )
         results["full_eval"] = {
             "seconds": time.perf_counter() - start,
             "families": read_summary(out).seconds,
         }
         results["peak_rss_mb"] = peak_rss_mb()
+    if args.device.startswith("cuda"):
+        results["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
 
     table = Table("measure", "value", title=f"eval throughput: {model_name} ({n_params / 1e6:.2f}M params)")
     table.add_row("scoring samples/s", f"{results['scoring']['samples_per_s']:.1f}")
@@ -171,7 +199,12 @@ def main(argv: list[str] | None = None) -> dict:
         f"generation samples/s (≤{args.max_new_tokens} new)", f"{results['generation']['samples_per_s']:.1f}"
     )
     table.add_row("generation new tokens/s", f"{results['generation']['new_tokens_per_s']:.0f}")
+    table.add_row("answers stopped at eos", f"{results['generation']['stopped_at_eos']:.0%}")
     table.add_row("peak RSS (MB)", f"{results['peak_rss_mb']:.0f}")
+    if "peak_gpu_mb" in results:
+        table.add_row("peak GPU memory (MB)", f"{results['peak_gpu_mb']:.0f}")
+    if "full_eval" in results:
+        table.add_row("full eval wall (s)", f"{results['full_eval']['seconds']:.1f}")
     for family, seconds in (results.get("full_eval") or {}).get("families", {}).items():
         table.add_row(f"full eval: {family} (s)", f"{seconds:.1f}")
     Console().print(table)
