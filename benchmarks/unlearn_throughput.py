@@ -469,7 +469,7 @@ def _run(target: Any, arguments: tuple, isolate: bool) -> Any:
 
 
 def _jobs(args: argparse.Namespace) -> list[Job]:
-    methods = sorted(all_methods()) if args.methods == "all" else args.methods.split(",")
+    methods = sorted(all_methods()) if args.methods == "all" else [m for m in args.methods.split(",") if m]
     models = list(args.models) + [f"config:{c}" for c in args.config_model]
     jobs = []
     for model in models:

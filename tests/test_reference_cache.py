@@ -250,3 +250,21 @@ def test_cache_follows_the_runs_mixed_precision(tiny_tokenizer, make_tiny_llama)
     fp32 = exact.outputs["forget"][SEQ_LOGPS].tensors["seq_logps"]
     low = bf16.outputs["forget"][SEQ_LOGPS].tensors["seq_logps"]
     torch.testing.assert_close(low, fp32, rtol=0.05, atol=0.05)
+
+
+def test_cli_reference_flag(tmp_path, tiny_model_dir):
+    import json
+
+    from typer.testing import CliRunner
+
+    from unmem.cli import app
+
+    forget = tmp_path / "forget.jsonl"
+    forget.write_text("".join(json.dumps(r) + "\n" for r in FORGET))
+    common = ["unlearn", "--model", str(tiny_model_dir), "--forget", str(forget), "--method", "di"]
+    common += ["--epochs", "1", "--batch-size", "3", "--device", "cpu"]
+    result = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "live"), "--reference", "live"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "live" / "summary.json").read_text())["reference"] == {"mode": "live"}
+    result = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "bad"), "--reference", "sometimes"])
+    assert result.exit_code == 2 and "field 'reference'" in result.output

@@ -154,6 +154,9 @@ def unlearn_cmd(
     seed: int | None = typer.Option(None),
     device: str | None = typer.Option(None, help="auto, cpu or cuda."),
     precision: str | None = typer.Option(None, help="fp32 or bf16."),
+    reference: str | None = typer.Option(
+        None, help="cached (default): the frozen reference's outputs once before training; live: every step."
+    ),
     checkpoint_every: int | None = typer.Option(None, help="Save a resumable checkpoint every N steps."),
     lora_targets: str | None = typer.Option(
         None,
@@ -209,6 +212,7 @@ def unlearn_cmd(
         "seed": seed,
         "device": device,
         "precision": precision,
+        "reference": reference,
         "checkpoint_every": checkpoint_every,
         "lora_targets": [t.strip() for t in lora_targets.split(",") if t.strip()] if lora_targets else None,
         "gradient_checkpointing": gradient_checkpointing,
