@@ -3,7 +3,8 @@
 For each model and method: the step time of unmem's loop (``MethodForward`` + backward +
 gradient clipping + AdamW, exactly what ``unmem unlearn`` runs per step, with its defaults:
 cached reference, fused passes, logit windows), tokens/s and peak memory; and, measured in
-the same process on the same batches, the **ceiling**: one plain Hugging Face step
+the same process on the same batches (alternating with the method's steps, so that a shared
+machine's load hits both alike), the **ceiling**: one plain Hugging Face step
 (``model(..., labels=...)`` forward + backward + clip + AdamW) over one batch holding every
 sequence the method's step runs through the model (forget, retain, refusals). Reported:
 ``ratio`` = ceiling step time / method step time (1.0 = the method costs no more than a
@@ -22,8 +23,8 @@ its weights cannot travel). Weights do not change a step's speed. ``--lora`` add
 layers and has no LoRA row).
 
 Each (model, method) runs in a fresh process on CPU, so that peak RSS is that job's (the
-method phase is measured first); on CUDA all jobs share one process and peak memory is
-``torch.cuda.max_memory_allocated`` per job. MFU = 6·N·tokens/s / (``--peak-tflops``·1e12),
+method's warm-up steps run before any ceiling step); on CUDA all jobs share one process and
+peak memory is ``torch.cuda.max_memory_allocated`` per job. MFU = 6·N·tokens/s / (``--peak-tflops``·1e12),
 N = all parameters (for LoRA, an upper bound on useful FLOPs).
 
 Also measured: ``--two-pass`` times GradDiff's step as unmem ran it before this benchmark
@@ -349,11 +350,20 @@ def measure(job: Job, args: argparse.Namespace) -> dict[str, Any]:
         spec, spec.needs(cfg), data, tokenizer.pad_token_id, cache, args.batch_size, args.batches
     )
     batches = [send_to_device(b, device) for b in batches]
-    method_s = timed(stepper, forward, batches, args.warmup, args.steps)
+    timed(stepper, forward, batches, args.warmup, 0)  # the method's warm-up first: its peak memory
     method_peak = _memory(device)
+    ceiling = ceiling_loss(spec)
+    timed(stepper, ceiling, batches, args.warmup, 0)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    ceiling_s = timed(stepper, ceiling_loss(spec), batches, args.warmup, args.steps)
+    method_s, ceiling_s = [], []
+    start = time.perf_counter()
+    # Alternate, so that a shared machine's load hits both alike; small models: many steps.
+    while len(method_s) < args.steps or (
+        time.perf_counter() - start < args.min_seconds and len(method_s) < 200
+    ):
+        method_s += timed(stepper, forward, batches, 0, 1)
+        ceiling_s += timed(stepper, ceiling, batches, 0, 1)
     tokens = statistics.mean(sum(b[r]["n_tokens"] for r in policy_roles(spec, b)) for b in batches)
     result = summarise(
         job, method_s, ceiling_s, tokens, one_off, _steps_per_run(spec, data, args.batch_size), args
@@ -362,8 +372,8 @@ def measure(job: Job, args: argparse.Namespace) -> dict[str, Any]:
     if args.peak_tflops:  # model FLOPs utilisation: 6·N FLOPs per token trained
         for key, rate in (("mfu", result["tokens_per_s"]), ("ceiling_mfu", result["ceiling_tokens_per_s"])):
             result[key] = round(6 * n_params * rate / (args.peak_tflops * 1e12), 4)
-    if device.type == "cuda":
-        result["ceiling_peak_mb"] = round(_memory(device), 1)
+    if device.type == "cuda":  # the timed steps of both: the larger is the ceiling's (full logits)
+        result["steps_peak_mb"] = round(_memory(device), 1)
     accelerator.free_memory()
     return result
 
@@ -523,6 +533,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--batches", type=int, default=2, help="distinct step batches, cycled")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (each batch shape once)")
     parser.add_argument("--steps", type=int, default=4, help="timed steps per phase; medians are reported")
+    parser.add_argument(
+        "--min-seconds", type=float, default=3.0, help="...and more until this long (small models)"
+    )
     parser.add_argument(
         "--one-off-sample", type=int, default=64, help="examples per role timed for one-off work"
     )
