@@ -61,14 +61,13 @@ from typing import Any
 
 import torch
 
-from unmem.config import TrainingSettings
+from unmem.config import TrainingSettings, build_config
 from unmem.data.collate import Example, PromptFormat, encode_records
 from unmem.methods.registry import SetupContext, all_methods, get_method
 from unmem.models import frozen_copy
 from unmem.train.forward import MethodForward, accepts_logits_to_keep, policy_roles
 from unmem.train.reference import CacheRequest, build_reference_cache
-from unmem.train.setup import lora_from
-from unmem.train.unlearning import Pair, _collate_pairs, _make_idk, _role_collate
+from unmem.train.unlearning import Pair, _collate_pairs, _make_idk, _role_collate, _wrap_model
 
 EPOCHS = 10  # the field's recipe; one-off work is charged to a run this long
 # Llama-3.2-1B's shape (16 layers, 2048 wide, GQA 32/8 heads, SwiGLU 8192) with SmolLM2's vocabulary.
@@ -304,11 +303,14 @@ def one_off_reference(
     return ReferenceCache(outputs, head, {}, autocast), seconds
 
 
-def _steps_per_run(spec: Any, data: dict, batch_size: int) -> int:
-    batches = -(-len(data["forget"]) // batch_size)
-    if spec.schedule == "alternate":  # EUL: a retain epoch, then a forget epoch
-        batches += -(-len(data["retain"]) // batch_size)
-    return EPOCHS * batches
+def _steps_per_run(spec: Any, cfg: Any, data: dict, batch_size: int) -> int:
+    forget = -(-len(data["forget"]) // batch_size)
+    if spec.schedule != "alternate":
+        return EPOCHS * forget
+    retain = -(-len(data["retain"]) // batch_size)  # EUL: a retain phase (capped), then a forget phase
+    if spec.retain_phase_batches is not None:
+        retain = min(retain, spec.retain_phase_batches(cfg, forget))
+    return EPOCHS * (forget + retain)
 
 
 def _memory(device: torch.device) -> float:
@@ -332,10 +334,9 @@ def measure(job: Job, args: argparse.Namespace) -> dict[str, Any]:
         torch.cuda.reset_peak_memory_stats(device)
     layers = spec.hidden_layers(cfg, model.config.num_hidden_layers) if spec.hidden_layers else []
     reference, one_off = one_off_reference(model, job, spec, cfg, data, layers, args, device)
-    if spec.prepare_model is not None:
-        model = spec.prepare_model(model, cfg)
-    elif job.lora:
-        model = lora_from(model, TrainingSettings(lora=True, lora_targets=args.lora_targets))
+    # As unmem wraps it: a method's own layers (EUL), LoRA, or what the method trains (RMU's MLPs).
+    settings = {"method": job.method, "lora": job.lora, "lora_targets": args.lora_targets}
+    model = _wrap_model(model, spec, cfg, build_config(settings))
     n_params = sum(p.numel() for p in model.parameters())
     stepper = Stepper(accelerator, model)
     unwrapped = accelerator.unwrap_model(stepper.model)
@@ -366,7 +367,7 @@ def measure(job: Job, args: argparse.Namespace) -> dict[str, Any]:
         ceiling_s += timed(stepper, ceiling, batches, 0, 1)
     tokens = statistics.mean(sum(b[r]["n_tokens"] for r in policy_roles(spec, b)) for b in batches)
     result = summarise(
-        job, method_s, ceiling_s, tokens, one_off, _steps_per_run(spec, data, args.batch_size), args
+        job, method_s, ceiling_s, tokens, one_off, _steps_per_run(spec, cfg, data, args.batch_size), args
     )
     result |= {"parameters": n_params, "method_peak_mb": round(method_peak, 1)}
     if args.peak_tflops:  # model FLOPs utilisation: 6·N FLOPs per token trained

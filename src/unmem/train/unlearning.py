@@ -285,7 +285,7 @@ def _unlearn_locked(
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
         raise UnmemError(f"method '{spec.name}': the model has no trainable parameters")
-    phases = _phases(data, config, spec, tokenizer.pad_token_id, accelerator, cache)
+    phases = _phases(data, config, spec, method_cfg, tokenizer.pad_token_id, accelerator, cache)
     schedule = BatchSchedule(accelerator, phases, config.grad_accum)
     total_steps = config.max_steps or schedule.steps_per_epoch * config.epochs
     optimizer, scheduler = optimizer_and_schedule(trainable, config, total_steps, accelerator)
@@ -397,6 +397,7 @@ def _phases(
     data: dict[str, list[Example]],
     config: UnlearnConfig,
     spec: MethodSpec,
+    method_cfg: Any,
     pad: int,
     accelerator: Any,
     cache: ReferenceCache | None,
