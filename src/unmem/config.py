@@ -32,7 +32,9 @@ class CalibratedStop(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    holdout: Path  # QA pairs (question/answer) or passages (text) of the forget set's kind, never trained on
+    # QA pairs (question/answer) or passages (text) of the forget set's kind, never trained on;
+    # None only in an experiment file or a recipe, where the benchmark's holdout split fills it in
+    holdout: Path | None = None
     every: int = Field(5, gt=0)  # steps between checks (each scores forget, holdout and utility sets)
     score: Literal["nll", "min_k"] = "nll"  # per-sample familiarity: answer NLL or Min-40% log-prob
     band: float = Field(0.05, ge=0, lt=0.5)  # AUC within 0.5 ± band counts as "as unfamiliar"

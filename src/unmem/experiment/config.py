@@ -43,6 +43,7 @@ class ExperimentConfig(BaseModel):
     retain: str | list[str] | None = None  # ... and none, one or several retain models
     split: str | None = None  # default: the benchmark's (forget10; MUSE and files: forget)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    recipe: str | None = None  # a shipped recipe's name or a recipe file (unmem.recipes): each method's start
     defaults: dict[str, Any] = Field(default_factory=dict)
     methods: list[dict[str, Any]] = Field(min_length=1)
     eval: ExperimentEval = Field(default_factory=ExperimentEval)

@@ -17,6 +17,7 @@ from unmem.experiment.config import (
 )
 from unmem.experiment.plan import RunPlan, expand_methods
 from unmem.experiment.sources import BenchmarkPlan, ModelPlan, resolve_benchmark, resolve_models
+from unmem.recipes import Recipe, load_recipe
 
 
 @dataclass
@@ -48,11 +49,48 @@ def _check_families(config: ExperimentConfig) -> None:
             raise ConfigError(("eval",), str(exc)) from None
 
 
+def _recipe(config: ExperimentConfig, base: Path) -> Recipe | None:
+    if config.recipe is None:
+        return None
+    name = config.recipe
+    try:
+        return load_recipe(base / name if name.endswith((".yaml", ".yml")) else name)
+    except UnmemError as exc:
+        raise ConfigError(("recipe",), str(exc)) from None
+
+
+def _holdout_paths(runs: list[RunPlan], base: Path, benchmark: BenchmarkPlan) -> None:
+    """Calibrated stopping's holdout: a path is relative to the experiment file; none given
+    means the benchmark's holdout split, which must exist."""
+    from unmem.data.benchmarks import get_benchmark
+
+    for run in runs:
+        stop = run.config.calibrated_stop
+        if stop is None:
+            continue
+        if stop.holdout is not None:
+            holdout = (base / stop.holdout).resolve()
+            if not holdout.is_file():
+                raise ConfigError(("defaults", "calibrated_stop", "holdout"), f"{holdout}: file not found")
+            run.config = run.config.model_copy(
+                update={"calibrated_stop": stop.model_copy(update={"holdout": holdout})}
+            )
+        elif benchmark.data_dir is not None and benchmark.name != "world":
+            files = get_benchmark(benchmark.name).unlearn_files(benchmark.data_dir, benchmark.split)
+            if files.holdout is None:
+                raise ConfigError(
+                    ("defaults", "calibrated_stop", "holdout"),
+                    f"calibrated stopping needs a holdout set and {benchmark.data_dir} has none for "
+                    f"{benchmark.split}; give calibrated_stop.holdout",
+                )
+
+
 def validate(config: ExperimentConfig, text: str, source: Path) -> Experiment:
     base = source.parent
     benchmark = resolve_benchmark(config, base)
     models = resolve_models(config, base, benchmark)
-    runs = expand_methods(config)
+    runs = expand_methods(config, _recipe(config, base))
+    _holdout_paths(runs, base, benchmark)
     _check_families(config)
     return Experiment(
         config=config,

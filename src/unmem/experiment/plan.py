@@ -12,6 +12,7 @@ import itertools
 import re
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -19,6 +20,7 @@ from pydantic import TypeAdapter, ValidationError
 from unmem.config import UnlearnConfig
 from unmem.errors import UnmemError
 from unmem.experiment.config import ConfigError, ExperimentConfig, KeyPath, pydantic_error
+from unmem.recipes import Recipe, merge_settings
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
@@ -122,11 +124,25 @@ def _blame(spec: Any, args: dict[str, Any], where: KeyPath, error: UnmemError) -
     return ConfigError(where, str(error))
 
 
-def expand_entry(config: ExperimentConfig, index: int, entry: dict[str, Any]) -> list[RunPlan]:
-    """One entry of ``methods:`` -> its runs (grid points × seeds), each config fully built."""
+def _recipe_settings(recipe: Recipe | None, method: str, where: KeyPath) -> dict[str, Any]:
+    if recipe is None:
+        return {}
+    try:
+        return recipe.settings(method)
+    except UnmemError as exc:
+        raise ConfigError((*where, "method"), str(exc)) from None
+
+
+def expand_entry(
+    config: ExperimentConfig, index: int, entry: dict[str, Any], recipe: Recipe | None = None
+) -> list[RunPlan]:
+    """One entry of ``methods:`` -> its runs (grid points × seeds), each config fully built:
+    the recipe's settings for the method, then ``defaults:``, then the entry."""
     where: KeyPath = ("methods", index)
     spec = _check_entry(entry, where)
+    from_recipe = _recipe_settings(recipe, spec.name, where)
     args_fixed, args_axes = _method_args(spec, entry, where)
+    args_fixed = {**from_recipe.pop("method_args", {}), **args_fixed}
     top = {k: v for k, v in entry.items() if k not in ("method", "method_args", "name")}
     top_hints = {k: f.annotation for k, f in UnlearnConfig.model_fields.items()}
     top_fixed, top_axes = split_grid(top, top_hints, where)
@@ -144,20 +160,23 @@ def expand_entry(config: ExperimentConfig, index: int, entry: dict[str, Any]) ->
         tag = "_".join(f"{key}-{_tag(value)}" for key, value in grid.items())
         variant = (entry.get("name") or spec.name) + (f"-{tag}" if tag else "")
         for seed in config.seeds:
-            values = {**config.defaults, **top_point, "method": spec.name, "method_args": args, "seed": seed}
+            fixed = {"method": spec.name, "method_args": args, "seed": seed}
+            values = merge_settings(from_recipe, config.defaults, top_point) | fixed
             try:
                 unlearn_config = UnlearnConfig(**values)
             except ValidationError as exc:
                 error = pydantic_error(exc)
                 key = error.keypath[0] if error.keypath else None
                 prefix = where if key in top_point or key not in config.defaults else ("defaults",)
+                if key in from_recipe and key not in top_point and key not in config.defaults:
+                    prefix = ("recipe",)
                 raise ConfigError(prefix + error.keypath, error.message) from None
             sweep = entry.get("name") or spec.name
             runs.append(RunPlan(f"{variant}-s{seed}", variant, spec.name, seed, grid, unlearn_config, sweep))
     return runs
 
 
-def expand_methods(config: ExperimentConfig) -> list[RunPlan]:
+def expand_methods(config: ExperimentConfig, recipe: Recipe | None = None) -> list[RunPlan]:
     """Every run of the file; run names must be unique."""
     for key in config.defaults:
         if key in ("method", "method_args", "seed"):
@@ -172,7 +191,7 @@ def expand_methods(config: ExperimentConfig) -> list[RunPlan]:
     runs: list[RunPlan] = []
     seen: dict[str, int] = {}
     for index, entry in enumerate(config.methods):
-        for run in expand_entry(config, index, entry):
+        for run in expand_entry(config, index, entry, recipe):
             if run.name in seen:
                 raise ConfigError(
                     ("methods", index),
@@ -181,3 +200,16 @@ def expand_methods(config: ExperimentConfig) -> list[RunPlan]:
             seen[run.name] = index
             runs.append(run)
     return runs
+
+
+def with_holdout(config: UnlearnConfig, holdout: Path | None) -> UnlearnConfig:
+    """Calibrated stopping given no holdout file uses the benchmark's holdout split."""
+    stop = config.calibrated_stop
+    if stop is None or stop.holdout is not None:
+        return config
+    if holdout is None:
+        raise UnmemError(
+            "calibrated stopping needs a holdout set and the benchmark has none for this split; "
+            "give calibrated_stop.holdout"
+        )
+    return config.model_copy(update={"calibrated_stop": stop.model_copy(update={"holdout": holdout})})

@@ -25,7 +25,7 @@ from unmem.errors import UnmemError
 from unmem.evaluation import EVAL_VERSION, evaluate
 from unmem.evaluation.reference import per_sample_column
 from unmem.experiment.loader import Experiment, load_experiment
-from unmem.experiment.plan import RunPlan
+from unmem.experiment.plan import RunPlan, with_holdout
 from unmem.experiment.stages import Stage, StageLog, changed_error, describe_change, experiment_inputs
 from unmem.experiment.tracking import make_trackers, track_row
 from unmem.io import (
@@ -263,7 +263,7 @@ class Runner:
             shutil.rmtree(run_dir.work)  # checkpoints of other settings: start afresh
         files = get_benchmark(self.exp.benchmark.name).unlearn_files(self.data_dir, self.split)
         unlearn(
-            self.target.model, files.forget, run_dir.root, plan.config,
+            self.target.model, files.forget, run_dir.root, with_holdout(plan.config, files.holdout),
             retain_path=files.retain, overwrite=True, resume=True,
         )  # fmt: skip
         return True

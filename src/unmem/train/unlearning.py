@@ -152,6 +152,11 @@ def _extra_paths(config: UnlearnConfig) -> dict[str, Path]:
     if config.early_stop is not None:
         paths["early-stop data"] = config.early_stop.data
     if config.calibrated_stop is not None:
+        if config.calibrated_stop.holdout is None:
+            raise UnmemError(
+                "calibrated stopping needs a holdout set: data like the forget set that the model never "
+                "saw (--stop-holdout FILE, or calibrated_stop.holdout)"
+            )
         paths["calibration holdout"] = config.calibrated_stop.holdout
         paths["calibration utility data"] = config.calibrated_stop.utility
     return {name: Path(path).resolve() for name, path in paths.items() if path is not None}

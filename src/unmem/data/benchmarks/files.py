@@ -68,7 +68,9 @@ def load_files(path: str | Path, split: str = "forget") -> EvalData:
 
 def files_unlearn_files(path: Path, split: str) -> UnlearnFiles:
     root = _root(path)
-    return UnlearnFiles(require_file(root, "forget"), find_file(root, "retain"))
+    return UnlearnFiles(
+        require_file(root, "forget"), find_file(root, "retain"), holdout=find_file(root, "holdout")
+    )
 
 
 register_benchmark(

@@ -22,6 +22,7 @@ from unmem.data.benchmarks.base import (
     PERTURBED_FIELDS,
     EvalData,
     FileSet,
+    find_file,
     UnlearnFiles,
     nlu_items,
     private_prefixed,
@@ -79,7 +80,11 @@ def tofu_unlearn_files(path: Path, split: str) -> UnlearnFiles:
     pct = split_percent(split)
     if pct is None:
         raise UnmemError(f"{root}: TOFU split '{split}' is not forgetNN (forget01, forget05, forget10)")
-    return UnlearnFiles(require_file(root, split), require_file(root, f"retain{100 - pct:02d}"))
+    return UnlearnFiles(
+        require_file(root, split),
+        require_file(root, f"retain{100 - pct:02d}"),
+        holdout=find_file(root, f"holdout{pct:02d}"),
+    )
 
 
 register_benchmark(

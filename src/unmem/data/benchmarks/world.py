@@ -91,8 +91,9 @@ def load_world(path: str | Path, split: str = "forget10") -> EvalData:
 def world_unlearn_files(path: Path, split: str) -> UnlearnFiles:
     world = World.load(path)
     pct = _checked_split(world, split)
+    qa = world.root / "qa"
     return UnlearnFiles(
-        world.root / "qa" / f"{split}.jsonl", world.root / "qa" / f"retain{100 - pct:02d}.jsonl"
+        qa / f"{split}.jsonl", qa / f"retain{100 - pct:02d}.jsonl", holdout=qa / f"holdout{pct:02d}.jsonl"
     )
 
 
