@@ -87,6 +87,21 @@ def methods_cmd() -> None:
     Console().print(table)
 
 
+@app.command("recipes")
+@user_errors
+def recipes_cmd(name: str | None = typer.Argument(None, help="A recipe to print whole.")) -> None:
+    """List the shipped recipes (per-method settings measured to work), or print one."""
+    from unmem.recipes import load_recipe, shipped_recipes
+
+    if name is not None:
+        print(load_recipe(name).path.read_text(), end="")
+        return
+    table = Table("recipe", "methods", "description")
+    for recipe in map(load_recipe, shipped_recipes()):
+        table.add_row(recipe.name, ", ".join(recipe.methods), recipe.description)
+    Console().print(table)
+
+
 @app.command("train")
 @user_errors
 def train_cmd(
@@ -143,6 +158,9 @@ def unlearn_cmd(
     out: str = typer.Option(..., help="Output directory (must not exist unless --overwrite)."),
     retain: str | None = typer.Option(None, help="JSONL of question/answer pairs to keep."),
     config: str | None = typer.Option(None, help="YAML with any UnlearnConfig fields."),
+    recipe: str | None = typer.Option(
+        None, help="Start from a recipe's settings for the method (`unmem recipes`; or a recipe file)."
+    ),
     lora: bool | None = typer.Option(
         None, "--lora/--full", help="Train a LoRA adapter instead of all weights."
     ),
@@ -198,9 +216,15 @@ def unlearn_cmd(
     inputs or settings refuses to start there until you pass --restart.
     """
     from unmem.config import build_config, load_yaml, parse_scalar
+    from unmem.recipes import load_recipe, merge_settings
     from unmem.train import unlearn
 
     values = load_yaml(config) if config else {}
+    chosen = method or values.get("method")
+    if recipe is not None:
+        if not chosen:
+            raise UnmemError("--recipe needs a method: pass --method NAME or set `method:` in --config")
+        values = merge_settings(load_recipe(recipe).settings(chosen), values)
     flags = {
         "method": method,
         "lora": lora,

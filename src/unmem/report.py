@@ -56,7 +56,8 @@ def headline_metrics() -> list[str]:
     return registered()
 
 
-TRAIN_COLUMNS = ("train_seconds", "peak_memory_mb")
+# published_step: the step whose weights a run published (a stopping rule may pick an earlier one)
+TRAIN_COLUMNS = ("published_step", "train_seconds", "peak_memory_mb")
 TERMINAL_COLUMNS = 6  # metric columns in the terminal table (the files hold them all)
 DASH = "–"
 KIND_ORDER = {"target": 0, "retain": 1, "method": 2}
@@ -687,7 +688,7 @@ def terminal_table(
     """Means of as many leading metrics as fit ``width`` (the files hold every column and the CIs)."""
     labels = [_short(v, several) + ("" if _status(v) == "done" else f" ({_status(v)})") for v in variants]
     label_width = max(len(label) for label in labels)
-    used = label_width + 4 + 4 + len("train_seconds") + 3 + 1  # row, n, train_seconds, borders
+    used = label_width + 4 + 4 + len("stop step") + len("train_seconds") + 6 + 1  # row, n, train columns
     shown = []
     for column in [c for c in columns if c != "forget_quality_log10"][:TERMINAL_COLUMNS]:
         used += max(len(column), 8) + 3
@@ -700,11 +701,16 @@ def terminal_table(
     )
     table.add_column("row", no_wrap=True, min_width=label_width)
     table.add_column("n", justify="right", no_wrap=True)
-    for column in (*shown, "train_seconds"):
-        table.add_column(column, justify="right", no_wrap=True)
+    for column in (*shown, "published_step", "train_seconds"):
+        table.add_column(column.replace("published_step", "stop step"), justify="right", no_wrap=True)
     for v, label in zip(variants, labels, strict=True):
         style = {"retain": "green", "target": "red"}.get(v.kind)
-        table.add_row(label, str(v.n), *(fmt(v.mean.get(c)) for c in (*shown, "train_seconds")), style=style)
+        table.add_row(
+            label,
+            str(v.n),
+            *(fmt(v.mean.get(c)) for c in (*shown, "published_step", "train_seconds")),
+            style=style,
+        )
     return table
 
 

@@ -76,6 +76,7 @@ class RunSummary(ResultFile):
     forget: str | None = None
     retain: str | None = None
     steps: int | None = None
+    published_step: int | None = None  # the step whose weights were published (a stopping rule's choice)
     epochs_started: int | None = None
     stop_reason: str | None = None
     train_seconds: float | None = None
