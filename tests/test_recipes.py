@@ -3,6 +3,7 @@ calibrated stopping in an experiment uses the benchmark's holdout split."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,22 @@ def test_cli_recipe_with_calibrated_stop_asks_for_the_holdout(tmp_path):
     assert result.exit_code == 2, result.output
     assert "calibrated stopping needs a holdout set" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_experiment_stops_against_the_layouts_holdout_file(files_experiment, tmp_path):
+    from tests.conftest import FILES_EXPERIMENT
+
+    text = FILES_EXPERIMENT.replace(
+        "checkpoint_every: 1}", "checkpoint_every: 1, calibrated_stop: {{every: 1}}}"
+    )
+    path = files_experiment(text=text)
+    result = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "out" / "runs" / "ga-s0" / "summary.json").read_text())
+    assert summary["stopping"]["calibrated"]["history"][0]["step"] == 0  # it measured against holdout.jsonl
+
+    (tmp_path / "data" / "holdout.jsonl").unlink()
+    with pytest.raises(
+        UnmemError, match=r"field 'defaults.calibrated_stop.holdout': calibrated stopping needs"
+    ):
+        load_experiment(path)
