@@ -143,6 +143,7 @@ def test_mean_and_ci_over_seeds(tmp_path):
 def test_fmt_prints_dashes_for_missing_and_non_finite():
     assert [fmt(None), fmt(float("nan")), fmt(float("inf"))] == ["–"] * 3
     assert fmt(1.2e-15) == "1.20e-15" and fmt(0.4567) == "0.457" and fmt(1234.56) == "1234.6"
+    assert fmt(320.0) == "320" and fmt(-100.0) == "-100"  # whole numbers (step counts) print whole
 
 
 def test_several_run_dirs_make_one_comparison(tmp_path):

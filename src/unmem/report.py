@@ -256,6 +256,8 @@ def fmt(value: float | None) -> str:
     if value == 0:
         return "0"
     magnitude = abs(value)
+    if value.is_integer() and magnitude < 1e6:  # step counts, and whole-number means of them
+        return str(int(value))
     if magnitude < 1e-3 or magnitude >= 1e6:
         return f"{value:.2e}"
     if magnitude >= 100:
