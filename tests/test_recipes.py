@@ -117,3 +117,12 @@ def test_experiment_stops_against_the_layouts_holdout_file(files_experiment, tmp
         UnmemError, match=r"field 'defaults.calibrated_stop.holdout': calibrated stopping needs"
     ):
         load_experiment(path)
+
+
+def test_recipes_command_lists_and_prints():
+    listed = CliRunner().invoke(app, ["recipes"], env={"COLUMNS": "200"})
+    assert listed.exit_code == 0 and "world" in listed.output, listed.output
+    shown = CliRunner().invoke(app, ["recipes", "world"])
+    assert shown.exit_code == 0 and "methods:" in shown.output and "calibrated_stop" in shown.output
+    missing = CliRunner().invoke(app, ["recipes", "nope"])
+    assert missing.exit_code == 2 and "unknown recipe 'nope'" in missing.stderr
