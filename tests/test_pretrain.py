@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from unmem.cli import app
 from unmem.data.collate import PromptFormat, encode_records, iter_batches
 from unmem.data.world import World, WorldConfig, generate_world
+from unmem.errors import UnmemError
 from unmem.models import load_model
 from unmem.pretrain import (
     PretrainConfig,
@@ -157,3 +158,12 @@ def test_train_cli_rejects_bad_input(micro_world, tmp_path, args, expected):
     assert result.exit_code == 2 and expected in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "m").exists()
+
+
+def test_a_model_of_other_settings_is_replaced_only_with_overwrite(models, micro_world):
+    root = models["target"].parent
+    before = (root / "target" / "model.safetensors").stat().st_mtime_ns
+    other = CONFIG.model_copy(update={"epochs": CONFIG.epochs + 1})
+    with pytest.raises(UnmemError, match=r"target: holds a model made with other settings.*--overwrite"):
+        train_world_models(micro_world, root, ["forget10"], other, workers=1)
+    assert (root / "target" / "model.safetensors").stat().st_mtime_ns == before

@@ -118,6 +118,9 @@ def train_cmd(
         "OUT/retain90-seed1, ... measure the noise floor (how alike two clean models look).",
     ),
     epochs: int | None = typer.Option(None, help="Fine-tuning epochs (default: PretrainConfig's)."),
+    overwrite: bool = typer.Option(
+        False, help="Retrain a model in OUT that was made with other settings (otherwise an error)."
+    ),
 ) -> None:
     """Pretrain the base model, then fine-tune the target on the whole world and a retain model
     per forget split from it (all cached)."""
@@ -136,7 +139,9 @@ def train_cmd(
     seeds = _int_list(retain_seeds, "--retain-seeds") if retain_seeds else []
     overrides = {"preset": preset, "seed": seed} | ({"epochs": epochs} if epochs is not None else {})
     config = build_pretrain_config(overrides)
-    for path in train_world_models(loaded, out, forget_split, config, retain_seeds=seeds).values():
+    for path in train_world_models(
+        loaded, out, forget_split, config, retain_seeds=seeds, overwrite=overwrite
+    ).values():
         print(path)
 
 

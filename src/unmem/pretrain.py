@@ -388,12 +388,16 @@ def train_world_models(
     *,
     workers: int | None = None,
     retain_seeds: Sequence[int] = (),
+    overwrite: bool = False,
 ) -> dict[str, Path]:
     """The base, then the target and retain models fine-tuned from it side by side.
 
     ``retain_seeds``: fine-tuning seeds of the retain models besides ``config.seed`` (the
     target's, always trained, named plainly). Returns {"target": dir, "retain90": dir,
     "retain90-seed1": dir, ...}; the base is ``out_dir/base``.
+
+    A model directory that holds a model of other settings (or of another world) is
+    replaced only with ``overwrite``; otherwise that is an error, before anything trains.
 
     Everything trains on ``config.cores`` single-threaded processes: the base
     data-parallel, then the fine-tuning jobs side by side (``workers`` of them at a time;
@@ -415,6 +419,12 @@ def train_world_models(
     jobs = {name: job for name, job in jobs.items() if name not in done}
     if not jobs:
         return done
+    stale = [out_dir / name for name in jobs if (out_dir / name).exists()]
+    if stale and not overwrite:
+        raise UnmemError(
+            f"{stale[0]}: holds a model made with other settings or from another world; "
+            "pass --overwrite to retrain it, or choose another --out"
+        )
     ranks = max(1, min(config.cores, config.batch_size // MIN_ROWS_PER_RANK))
     tokenizer_dir = world_tokenizer(world, out_dir / "tokenizer", config)
     base_dir = train_base_model(world, out_dir / "base", config, tokenizer_dir, ranks=ranks)

@@ -237,7 +237,7 @@ class Runner:
                 self._stale("models", path)
         # Passed only when asked for: train_world_models gained the keyword with the noise floor.
         extra = {"retain_seeds": models.retain_seeds} if models.retain_seeds is not None else {}
-        train_world_models(world, self.out.models, [self.split], models.pretrain, **extra)
+        train_world_models(world, self.out.models, [self.split], models.pretrain, overwrite=True, **extra)
         return True
 
     def unlearn_inputs(self, plan: RunPlan) -> dict[str, Any]:
