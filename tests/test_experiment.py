@@ -336,8 +336,8 @@ def test_world_models_ask_for_retain_seeds_only_when_given(tmp_path, tiny_model_
 
     monkeypatch.setattr(unmem.pretrain, "train_world_models", fake_train_world_models)
     for seeds, expected, names in (
-        ("", {}, ["retain"]),
-        (", retain_seeds: [0, 2]", {"retain_seeds": [0, 2]}, ["retain", "retain-seed2"]),
+        ("", {"overwrite": True}, ["retain"]),  # the runner's own stage keys guard what it replaces
+        (", retain_seeds: [0, 2]", {"overwrite": True, "retain_seeds": [0, 2]}, ["retain", "retain-seed2"]),
     ):
         path = tmp_path / "exp.yaml"
         path.write_text(

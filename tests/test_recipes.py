@@ -101,12 +101,10 @@ def test_cli_recipe_with_calibrated_stop_asks_for_the_holdout(tmp_path):
 
 
 def test_experiment_stops_against_the_layouts_holdout_file(files_experiment, tmp_path):
-    from tests.conftest import FILES_EXPERIMENT
-
-    text = FILES_EXPERIMENT.replace(
-        "checkpoint_every: 1}", "checkpoint_every: 1, calibrated_stop: {{every: 1}}}"
-    )
-    path = files_experiment(text=text)
+    path = files_experiment()
+    text = path.read_text()
+    assert "checkpoint_every: 1}" in text
+    path.write_text(text.replace("checkpoint_every: 1}", "checkpoint_every: 1, calibrated_stop: {every: 1}}"))
     result = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "out" / "runs" / "ga-s0" / "summary.json").read_text())
