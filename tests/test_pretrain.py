@@ -167,3 +167,47 @@ def test_a_model_of_other_settings_is_replaced_only_with_overwrite(models, micro
     with pytest.raises(UnmemError, match=r"target: holds a model made with other settings.*--overwrite"):
         train_world_models(micro_world, root, ["forget10"], other, workers=1)
     assert (root / "target" / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_training_workers_exit_when_their_parent_is_killed(tmp_path):
+    """kill -9 of `unmem train` must not leave its training processes running."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    pid_file = tmp_path / "worker.pid"
+    parent_code = f"""
+import multiprocessing, os, time
+from concurrent.futures import ProcessPoolExecutor
+from unmem.pretrain import exit_with_parent
+
+def work(path):
+    open(path, "w").write(str(os.getpid()))
+    time.sleep(60)
+
+if __name__ == "__main__":
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=exit_with_parent, initargs=(os.getpid(), 0.1))
+    pool.submit(work, {str(pid_file)!r})
+    time.sleep(60)
+"""
+    script = tmp_path / "parent.py"
+    script.write_text(parent_code)
+    parent = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path)
+    deadline = time.monotonic() + 60
+    while not pid_file.is_file() or not pid_file.read_text():
+        assert time.monotonic() < deadline and parent.poll() is None
+        time.sleep(0.1)
+    worker = int(pid_file.read_text())
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(worker, signal.SIGKILL)
+    raise AssertionError("the worker outlived its killed parent by 10 s")

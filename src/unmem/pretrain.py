@@ -28,8 +28,10 @@ from __future__ import annotations
 import contextlib
 import math
 import multiprocessing
+import os
 import random
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -344,13 +346,27 @@ def _on_ranks(ranks: int, train: Any, *args: Any) -> None:
             train(*args, rank=0, ranks=1)
         return
     context = multiprocessing.get_context("spawn")  # fork + torch threads can deadlock
-    with tempfile.TemporaryDirectory() as rendezvous, ProcessPoolExecutor(ranks, mp_context=context) as pool:
+    pool_args = {"mp_context": context, "initializer": exit_with_parent, "initargs": (os.getpid(),)}
+    with tempfile.TemporaryDirectory() as rendezvous, ProcessPoolExecutor(ranks, **pool_args) as pool:
         futures = [
             pool.submit(_rank_main, f"file://{rendezvous}/store", rank, ranks, train, args)
             for rank in range(ranks)
         ]
         for future in futures:
             future.result()
+
+
+def exit_with_parent(parent: int, poll_seconds: float = 1.0) -> None:
+    """In a worker process: exit as soon as ``parent`` is gone. A killed ``unmem train`` (or
+    ``unmem run``) would otherwise leave its training processes running, or waiting on each
+    other, with nobody to read their results."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_seconds)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _rank_main(store: str, rank: int, ranks: int, train: Any, args: tuple[Any, ...]) -> None:
@@ -439,7 +455,8 @@ def train_world_models(
         }
         return done | trained
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
+    pool_args = {"mp_context": context, "initializer": exit_with_parent, "initargs": (os.getpid(),)}
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), **pool_args) as pool:
         futures = {
             name: pool.submit(
                 _train_in_subprocess, str(world.root), str(out_dir / name), split, cfg, str(base_dir)
