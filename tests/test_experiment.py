@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -53,6 +54,7 @@ def _run(tmp_path: Path, text: str):
         ("{preset: tiny, epochs: 1}", "{preset: huge, epochs: 1}", "models.preset", 3),
         ("{preset: micro, seed: 0}", "{preset: micro, seed: 0, entitys: 3}", "world.entitys", 2),
         ("name: t", "name: t\nmethodz: []", "methodz", 2),
+        ("name: t", "name: t\nthreads: 0", "threads", 2),
     ],
 )
 def test_bad_experiment_is_one_line_naming_key_and_line(tmp_path, old, new, key, line):
@@ -108,14 +110,19 @@ def test_micro_experiment_end_to_end_resumes_after_interrupt(tmp_path, monkeypat
     config = shipped_config("micro")
     real_unlearn = unmem.train.unlearn
 
+    threads_seen = []
+
     def interrupt_npo(model_dir, forget_path, out_dir, config, **kwargs):
+        threads_seen.append(torch.get_num_threads())
         if config.method == "npo":
             raise KeyboardInterrupt
         return real_unlearn(model_dir, forget_path, out_dir, config, **kwargs)
 
     monkeypatch.setattr(unmem.train, "unlearn", interrupt_npo)
+    torch.set_num_threads(2)  # the experiment's `threads: 1` default holds inside each run
     result = CliRunner().invoke(app, ["run", str(config), "--out", str(out)])
     assert result.exit_code == 130, result.output
+    assert threads_seen == [1, 1] and torch.get_num_threads() == 2
     state = json.loads((out / "state.json").read_text())["stages"]
     assert state["unlearn:ga-s0"]["status"] == "done" and state["unlearn:npo-s0"]["status"] == "interrupted"
     ga_summary = out / "runs" / "ga-s0" / "summary.json"

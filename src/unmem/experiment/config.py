@@ -43,6 +43,9 @@ class ExperimentConfig(BaseModel):
     retain: str | list[str] | None = None  # ... and none, one or several retain models
     split: str | None = None  # default: the benchmark's (forget10; MUSE and files: forget)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    # torch threads of each unlearning run (None: torch's default). One, as for evaluation
+    # (`eval.threads`): two threads on two shared cores ran the demo's unlearning ~10x slower.
+    threads: int | None = Field(1, gt=0)
     recipe: str | None = None  # a shipped recipe's name or a recipe file (unmem.recipes): each method's start
     defaults: dict[str, Any] = Field(default_factory=dict)
     methods: list[dict[str, Any]] = Field(min_length=1)

@@ -250,6 +250,7 @@ class Runner:
 
     def unlearn(self, plan: RunPlan) -> bool:
         from unmem.data.benchmarks import get_benchmark
+        from unmem.evaluation.orchestrator import torch_threads
         from unmem.train import unlearn
 
         stage_id = f"unlearn:{plan.name}"
@@ -262,10 +263,11 @@ class Runner:
         if run_dir.work.exists() and started not in (None, self.keys[stage_id]):
             shutil.rmtree(run_dir.work)  # checkpoints of other settings: start afresh
         files = get_benchmark(self.exp.benchmark.name).unlearn_files(self.data_dir, self.split)
-        unlearn(
-            self.target.model, files.forget, run_dir.root, with_holdout(plan.config, files.holdout),
-            retain_path=files.retain, overwrite=True, resume=True,
-        )  # fmt: skip
+        with torch_threads(self.exp.config.threads):
+            unlearn(
+                self.target.model, files.forget, run_dir.root, with_holdout(plan.config, files.holdout),
+                retain_path=files.retain, overwrite=True, resume=True,
+            )  # fmt: skip
         return True
 
     def eval_inputs(self, row: Row) -> dict[str, Any]:
