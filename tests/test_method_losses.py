@@ -390,6 +390,41 @@ def test_flat_unknown_divergence_lists_the_six():
         FLATConfig(divergence="wasserstein")
 
 
+# ----------------------------------------------------------------------------- focus
+
+
+def focused_forget() -> Side:
+    """Position 0 ordinary at p = 1/2, position 1 in a sensitive span at p = 3/4."""
+    return side([[0.0, 0.0], [LN3, 0.0]], [0, 0], token_weights=[1.0, SENSITIVE_MARKER])
+
+
+def test_flat_eul_chen_focus_weight_the_sensitive_span():
+    soft_mean = (0.5 + 10 * 0.75) / 11
+    idk = uniform(2, labels=(0, 1))
+    for focus, expected in (("none", 0.625), ("soft", soft_mean), ("hard", 0.75)):
+        _, logs = flat_loss(LossInputs(forget=focused_forget(), idk=idk), FLATConfig(focus=focus))
+        assert logs["forget_prob"] == pytest.approx(expected), focus
+    # EUL forget-only at θ = ref (KL 0): L = −γ·NLL, the NLL averaged with the focus weights.
+    for focus, nll in (("none", (LN2 + math.log(4 / 3)) / 2), ("hard", math.log(4 / 3))):
+        forget = focused_forget()
+        loss, _ = eul_loss(LossInputs(forget=forget, ref_forget=clone(forget)), EULConfig(focus=focus))
+        assert loss.item() == pytest.approx(-0.2 * nll), focus
+    # Chen: the reference differs from the policy only at the ordinary position, so the hard
+    # focus sees no distance to push along, and the unfocused push does.
+    ref = side([[5.0, 0.0], [LN3, 0.0]], [0, 0], grad=False)
+    state = {"mu": torch.zeros(2), "layer": 2}
+    hidden = {2: torch.zeros(1, 3, 2)}
+    for focus, moved in (("none", True), ("hard", False)):
+        forget = side([[0.0, 0.0], [LN3, 0.0]], [0, 0], hidden=hidden, token_weights=[1.0, SENSITIVE_MARKER])
+        inputs = LossInputs(forget=forget, ref_forget=ref, idk=uniform(2), state=state)
+        _, logs = chen_loss(inputs, ChenConfig(alpha=0.0, focus=focus))
+        assert (logs["forget_kl"] > 0.1) is moved, focus
+    with pytest.raises(ValueError, match="sensitive"):
+        flat_loss(LossInputs(forget=three_quarters(), idk=idk), FLATConfig(focus="soft"))
+    with pytest.raises(ValueError, match="unknown focus"):
+        EULConfig(focus="partial")
+
+
 # ----------------------------------------------------------------------------- registry matrix
 
 VOCAB, HIDDEN, N_LAYERS, BATCH, TIME = 11, 6, 4, 3, 7

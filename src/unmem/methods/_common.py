@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from unmem.errors import UnmemError
-from unmem.methods.base import LOGITS, LossInputs, retain_term
+from unmem.methods.base import FOCUS_MODES, LOGITS, LossInputs, retain_term
 
 RETAIN_LOSSES = ("nll", "kl")
 
@@ -36,6 +36,12 @@ def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
 def check_int(name: str, value: Any, *, low: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def check_focus(focus: Any, focus_coeff: Any) -> None:
+    """The ``focus`` / ``focus_coeff`` pair of a focused forget loss (``base.focus_weights``)."""
+    check_choice("focus", focus, FOCUS_MODES)
+    check_number("focus_coeff", focus_coeff)
 
 
 def add_retain(

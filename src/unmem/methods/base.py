@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from unmem.logprobs import IGNORE_INDEX, SENSITIVE_MARKER, token_logps
 
 __all__ = [
+    "FOCUS_MODES",
     "HIDDEN",
     "IGNORE_INDEX",
     "LOGITS",
@@ -34,6 +35,7 @@ __all__ = [
     "CachedReference",
     "LossInputs",
     "Side",
+    "focus_weights",
     "token_logps",
 ]
 
@@ -43,6 +45,8 @@ SEQ_LOGPS = "seq_logps"  # summed answer log-probability per sequence (NPO, IdkD
 LOGITS = "logits"  # next-token logits at answer positions (KL terms, DI, EUL, Chen)
 HIDDEN = "hidden"  # hidden states of the method's ``hidden_layers`` at every token (RMU)
 REFERENCE_KINDS = (SEQ_LOGPS, LOGITS, HIDDEN)
+# How a forget loss weights the answer's tokens (``focus_weights``).
+FOCUS_MODES = ("none", "soft", "hard")
 
 
 @dataclass
@@ -68,7 +72,7 @@ class Side:
     attention_mask: torch.Tensor  # (batch, time) for the unshifted inputs
     hidden: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (batch, time, hidden)
     # (batch, time-1-offset) float weights per label position; 1 everywhere unless the data marks
-    # sensitive spans (DI's focused variant up-weights them).
+    # sensitive spans (the focused variants of DI, EUL, Chen and FLAT weight them: ``focus_weights``).
     token_weights: torch.Tensor | None = None
     label_offset: int = 0  # label columns dropped at the start (all IGNORE_INDEX)
     cached: CachedReference | None = None  # a cached reference's summed log-probs
@@ -122,11 +126,48 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask).sum() / mask.sum().clamp(min=1)
 
 
-def kl_on_answers(p_ref: Side, q_policy: Side) -> torch.Tensor:
-    """KL(π_ref ‖ π_θ) per answer token, averaged over answer tokens of the batch."""
+def weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Σ w·v / Σ w over a batch's tokens; 0 when every weight is 0."""
+    weights = weights.to(values.dtype)
+    return (values * weights).sum() / weights.sum().clamp(min=1e-8)
+
+
+def focus_weights(side: Side, focus: str, focus_coeff: float) -> torch.Tensor:
+    """(batch, time-1-offset) per-token weights of a forget loss, zero wherever there is no label.
+
+    ``"none"``: 1 on every answer token. The focused variants read the sensitive spans the
+    loop marked in ``token_weights``: ``"soft"`` puts ``focus_coeff`` on them and 1 elsewhere,
+    ``"hard"`` 1 on them and 0 elsewhere. Why focus: the template words of an answer ("was
+    born in", "works as") are shared with retain and with wrong answers; pushing them down
+    costs utility and leaves the true answer ranked above the wrong ones.
+    """
+    mask = side.label_mask
+    if focus == "none":
+        return mask.float()
+    if focus not in FOCUS_MODES:
+        raise ValueError(f"unknown focus {focus!r}; known: {', '.join(FOCUS_MODES)}")
+    if side.token_weights is None:
+        raise ValueError(
+            f"focus={focus!r} needs token weights: give the forget records a `sensitive` field "
+            "(list of spans to forget), or use focus='none'"
+        )
+    if side.token_weights.shape != side.labels.shape:
+        raise ValueError(
+            f"token_weights has shape {tuple(side.token_weights.shape)}, expected the labels' "
+            f"{tuple(side.labels.shape)} (shifted like the labels)"
+        )
+    sensitive = (side.token_weights.float() - SENSITIVE_MARKER).abs() < 1e-3
+    weights = torch.where(sensitive, focus_coeff, 1.0) if focus == "soft" else sensitive.float()
+    return weights * mask
+
+
+def kl_on_answers(p_ref: Side, q_policy: Side, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """KL(π_ref ‖ π_θ) per answer token, averaged over answer tokens (or ``weights``) of the batch."""
     ref_logp = torch.log_softmax(p_ref._logits("kl_on_answers").float(), dim=-1)
     pol_logp = torch.log_softmax(q_policy._logits("kl_on_answers").float(), dim=-1)
     kl_tok = F.kl_div(pol_logp, ref_logp, log_target=True, reduction="none").sum(-1)  # (batch, time-1)
+    if weights is not None:
+        return weighted_mean(kl_tok, weights)
     return masked_mean(kl_tok, q_policy.label_mask)
 
 

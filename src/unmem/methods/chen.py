@@ -9,6 +9,8 @@ below is our design from that abstract (METHODS.md), not the authors' method:
    keeps those above a threshold. It runs before training, on the data; not in the loss.
 2. Negative loss, bounded: L_neg = −min(d, m), d = KL(π_ref ‖ π_θ) per forget answer
    token, averaged; m = ``margin``. Past the margin it has no gradient, so it cannot diverge.
+   ``focus`` (ours, as DI's) weights the tokens of the record's ``sensitive`` spans in the
+   average (``base.focus_weights``); "none" averages every answer token equally.
 3. Positive loss: L_pos = ‖h̄_θ(x_f, y_f) − μ‖²/D + NLL(y_idk | x_f). h̄ is the last
    hidden state mean-pooled over the forget answer tokens (D = hidden size, so the
    squared distance is a per-unit mean). Departures: the abstract's response y_θ is the
@@ -34,8 +36,15 @@ import torch
 from unmem.data.refusals import load_idk_answers
 from unmem.errors import UnmemError
 from unmem.methods._chen_evaluator import score_records, select_for_unlearning
-from unmem.methods._common import add_retain, check_int, check_number, num_layers, record_batches
-from unmem.methods.base import IGNORE_INDEX, LOGITS, LossInputs, kl_on_answers
+from unmem.methods._common import (
+    add_retain,
+    check_focus,
+    check_int,
+    check_number,
+    num_layers,
+    record_batches,
+)
+from unmem.methods.base import IGNORE_INDEX, LOGITS, LossInputs, focus_weights, kl_on_answers
 from unmem.methods.registry import SetupContext, register_method
 
 __all__ = ["ChenConfig", "chen_loss", "cluster_mean", "score_records", "select_for_unlearning"]
@@ -50,6 +59,8 @@ class ChenConfig:
     clusters: int = 1  # k of k-means over refusal embeddings; 1 = plain mean
     setup_pairs: int = 256  # at most this many (forget question, refusal) pairs to embed for μ
     seed: int = 0  # k-means seed
+    focus: str = "none"  # "none" | "soft" | "hard": weight of sensitive spans in the push (ours)
+    focus_coeff: float = 10.0  # weight of sensitive tokens in the "soft" variant
 
     def __post_init__(self) -> None:
         check_number("lambda_pos", self.lambda_pos, strict=False)
@@ -59,6 +70,7 @@ class ChenConfig:
         check_int("clusters", self.clusters, low=1)
         check_int("setup_pairs", self.setup_pairs, low=1)
         check_int("seed", self.seed, low=0)
+        check_focus(self.focus, self.focus_coeff)
 
 
 def cluster_mean(embeddings: torch.Tensor, k: int = 1, *, seed: int = 0) -> torch.Tensor:
@@ -129,7 +141,7 @@ def chen_loss(inputs: LossInputs, cfg: ChenConfig) -> tuple[torch.Tensor, dict[s
         layer = next(iter(forget.hidden))
 
     # Negative: push away from the reference on the forget answers, up to the margin.
-    distance = kl_on_answers(ref_forget, forget)
+    distance = kl_on_answers(ref_forget, forget, focus_weights(forget, cfg.focus, cfg.focus_coeff))
     neg = -distance.clamp(max=cfg.margin)
 
     # Positive: pull the pooled forget-answer representation toward μ; learn the refusal.

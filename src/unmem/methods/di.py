@@ -11,9 +11,8 @@ and the rest goes to the teacher's own alternatives ("imagination"). Positions l
 -100 are never indexed (a safe index plus a mask) and carry no weight.
 
 Weights w_t: 1 on every labelled token (``focus="none"``, the paper's default), or the
-focused variant from ``Side.token_weights``: the loop marks tokens inside the record's
-``sensitive`` spans with ``base.SENSITIVE_MARKER`` (2.0; 1.0 elsewhere) and DI maps them:
-``"soft"`` → focus_coeff on sensitive tokens, 1 elsewhere; ``"hard"`` → 1 / 0.
+focused variant (``base.focus_weights``, shared with EUL, Chen and FLAT) from the record's
+``sensitive`` spans: ``"soft"`` → focus_coeff on sensitive tokens, 1 elsewhere; ``"hard"`` → 1 / 0.
 
 Paper settings: γ = 3 (GPT-Neo, γ ∈ {3, 10} for the larger ones); UnDIAL on Llama-2-7B
 uses β ∈ {3, 10, 30} for the same γ. No retain term in the paper; optional α·R here.
@@ -29,15 +28,14 @@ from unmem.methods._common import (
     RETAIN_LOSSES,
     add_retain,
     check_choice,
+    check_focus,
     check_number,
     merge_outputs,
     retain_needs,
     retain_reference,
 )
-from unmem.methods.base import LOGITS, SENSITIVE_MARKER, LossInputs, Side
+from unmem.methods.base import LOGITS, LossInputs, focus_weights
 from unmem.methods.registry import register_method
-
-FOCUS_MODES = ("none", "soft", "hard")
 
 
 @dataclass
@@ -50,31 +48,9 @@ class DIConfig:
 
     def __post_init__(self) -> None:
         check_number("gamma", self.gamma, strict=False)
-        check_choice("focus", self.focus, FOCUS_MODES)
-        check_number("focus_coeff", self.focus_coeff)
+        check_focus(self.focus, self.focus_coeff)
         check_number("alpha", self.alpha, strict=False)
         check_choice("retain_loss", self.retain_loss, RETAIN_LOSSES)
-
-
-def focus_weights(side: Side, focus: str, focus_coeff: float) -> torch.Tensor:
-    """(batch, time-1) per-token weights, zero wherever there is no label."""
-    mask = side.label_mask
-    if focus == "none":
-        return mask.float()
-    if side.token_weights is None:
-        raise ValueError(
-            f"di focus={focus!r} needs token weights: give the forget records a `sensitive` field "
-            "(list of spans to forget), or use focus='none'"
-        )
-    if side.token_weights.shape != side.labels.shape:
-        raise ValueError(
-            f"token_weights has shape {tuple(side.token_weights.shape)}, expected the labels' "
-            f"{tuple(side.labels.shape)} (shifted like the labels)"
-        )
-    sensitive = (side.token_weights.float() - SENSITIVE_MARKER).abs() < 1e-3
-    # soft: focus_coeff on sensitive tokens, 1 elsewhere; hard: 1 on sensitive tokens, 0 elsewhere.
-    weights = torch.where(sensitive, focus_coeff, 1.0) if focus == "soft" else sensitive.float()
-    return weights * mask
 
 
 def di_loss(inputs: LossInputs, cfg: DIConfig) -> tuple[torch.Tensor, dict[str, float]]:

@@ -16,6 +16,8 @@ Objective, with means over answer tokens where the paper writes sums:
 α = 0.8, λ = 1.0, γ = 0.2 (paper). The paper's L_LM is a masked-LM loss on forget
 entities (T5); for causal LMs it is the forget answer NLL. Both negative terms are
 clamped (zero gradient past the bound) so neither can diverge; the bounds are ours.
+``focus`` (ours, as DI's) weights the answer tokens of both forget terms by the record's
+``sensitive`` spans (``base.focus_weights``); "none" is the paper's objective.
 Training alternates phases (``schedule="alternate"``): the loop passes only retain Sides
 in retain phases and only forget Sides in forget phases; the loss uses what is there.
 Each retain phase is capped at ``retain_share`` × the forget phase's batches (ours: the
@@ -44,13 +46,14 @@ from torch import nn
 from unmem.errors import UnmemError
 from unmem.methods._common import (
     check_choice,
+    check_focus,
     check_int,
     check_number,
     decoder_layers,
     hidden_size,
     record_batches,
 )
-from unmem.methods.base import LOGITS, LossInputs, kl_on_answers
+from unmem.methods.base import LOGITS, LossInputs, focus_weights, kl_on_answers, weighted_mean
 from unmem.methods.registry import SetupContext, register_method
 
 ADAPTER_NAME = "unlearning_layer"  # every adapter parameter name contains this
@@ -72,6 +75,8 @@ class EULConfig:
     # epochs, but a forget set of 10% makes retain epochs ~9x longer, and their steps undo
     # the forget epoch's; 1.0 gives both phases the same number of steps.
     retain_share: float = 1.0
+    focus: str = "none"  # "none" | "soft" | "hard": weight of sensitive spans in both forget terms (ours)
+    focus_coeff: float = 10.0  # weight of sensitive tokens in the "soft" variant
 
     def __post_init__(self) -> None:
         check_number("alpha", self.alpha, strict=False)
@@ -83,6 +88,7 @@ class EULConfig:
         check_choice("activation", self.activation, ACTIVATIONS)
         check_number("init_std", self.init_std, strict=False)
         check_number("retain_share", self.retain_share)
+        check_focus(self.focus, self.focus_coeff)
 
 
 class UnlearningLayer(nn.Module):
@@ -158,8 +164,9 @@ def eul_loss(inputs: LossInputs, cfg: EULConfig) -> tuple[torch.Tensor, dict[str
     if inputs.forget is not None:
         if inputs.ref_forget is None:
             raise ValueError("eul needs the reference model's outputs on the forget batch")
-        forget_kl = kl_on_answers(inputs.ref_forget, inputs.forget)
-        forget_nll = inputs.forget.nll()
+        weights = focus_weights(inputs.forget, cfg.focus, cfg.focus_coeff)
+        forget_kl = kl_on_answers(inputs.ref_forget, inputs.forget, weights)
+        forget_nll = weighted_mean(-inputs.forget.token_logps(), weights)
         terms.append(-forget_kl.clamp(max=cfg.kl_bound) - cfg.gamma * forget_nll.clamp(max=cfg.nll_bound))
         logs.update(forget_kl=float(forget_kl.detach()), forget_nll=float(forget_nll.detach()))
     return torch.stack(terms).sum(), logs

@@ -20,6 +20,8 @@ lowers the refusal's. We use the f-GAN activations (Nowozin et al. 2016, Table 2
 in place of e^{v}, which restores the intended direction; ``literal_table=True`` gives the
 table's formulas. The other four rows are exactly the table's.
 Default divergence: total variation, the official code's default (``variants``).
+``focus`` (ours, as DI's) weights the tokens of the record's ``sensitive`` spans in the
+forget answer's P(y_f|x) (``base.focus_weights``); "none" is the paper's plain mean.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from dataclasses import dataclass
 
 import torch
 
-from unmem.methods.base import LossInputs, Side
+from unmem.methods._common import check_focus
+from unmem.methods.base import LossInputs, Side, focus_weights
 from unmem.methods.registry import register_method
 
 DIVERGENCES = ("kl", "reverse_kl", "pearson", "hellinger", "js", "tv")
@@ -66,25 +69,28 @@ def divergence_terms(divergence: str, *, literal_table: bool = False) -> Pair:
 class FLATConfig:
     divergence: str = "tv"  # one of kl, reverse_kl, pearson, hellinger, js, tv
     literal_table: bool = False  # reverse_kl/hellinger: METHODS.md's formulas (see docstring)
+    focus: str = "none"  # "none" | "soft" | "hard": weight of sensitive spans in P(y_f|x) (ours)
+    focus_coeff: float = 10.0  # weight of sensitive tokens in the "soft" variant
 
     def __post_init__(self) -> None:
         divergence_terms(self.divergence)  # raises on an unknown name, listing the six
         if not isinstance(self.literal_table, bool):
             raise ValueError(f"literal_table must be true or false, got {self.literal_table!r}")
+        check_focus(self.focus, self.focus_coeff)
 
 
-def mean_token_prob(side: Side) -> torch.Tensor:
-    """(batch,) P(y|x): mean over answer tokens of p(y_t | x, y_<t); 0 for an empty answer."""
-    mask = side.label_mask
-    probs = torch.exp(side.token_logps()) * mask
-    return probs.sum(-1) / mask.sum(-1).clamp(min=1)
+def mean_token_prob(side: Side, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """(batch,) P(y|x): mean over answer tokens (or ``weights``) of p(y_t | x, y_<t); 0 if empty."""
+    weights = side.label_mask.float() if weights is None else weights
+    probs = torch.exp(side.token_logps()) * weights
+    return probs.sum(-1) / weights.sum(-1).clamp(min=1e-8)
 
 
 def flat_loss(inputs: LossInputs, cfg: FLATConfig) -> tuple[torch.Tensor, dict[str, float]]:
     if inputs.idk is None:
         raise ValueError("flat needs the policy's outputs on the template-refusal batch (needs_idk)")
     g, conjugate_of_g = divergence_terms(cfg.divergence, literal_table=cfg.literal_table)
-    p_forget = mean_token_prob(inputs.forget)  # (batch,)
+    p_forget = mean_token_prob(inputs.forget, focus_weights(inputs.forget, cfg.focus, cfg.focus_coeff))
     p_template = mean_token_prob(inputs.idk)  # (batch,)
     loss = (-g(p_template) + conjugate_of_g(p_forget)).mean()
     logs = {
