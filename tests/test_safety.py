@@ -225,6 +225,16 @@ def test_method_args_must_be_a_mapping(setup, tmp_path):
     assert code == 2 and "field 'method_args' must be a mapping" in output
 
 
+def test_a_focus_without_sensitive_spans_fails_before_any_work(setup, tmp_path):
+    models, forget = setup
+    config = build_config({**COMMON, "method": "flat", "method_args": {"focus": "hard"}})
+    with pytest.raises(
+        UnmemError, match=r"forget\.jsonl: method 'flat' with focus='hard' .* no record has one"
+    ):
+        unlearn(models / "target", forget, tmp_path / "out", config)
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_values_are_yaml_scalars(setup, tmp_path):
     models, forget = setup
     args = ["--param", "beta=1e-1", "--method", "npo", "--retain", str(forget)]

@@ -234,6 +234,16 @@ def _base_model(model_dir: Path) -> Path | None:
     return None
 
 
+def _check_focus(method: str, method_cfg: Any, inputs: Inputs) -> None:
+    """A focused forget loss needs the records' sensitive spans: fail before loading any model."""
+    focus = getattr(method_cfg, "focus", "none")
+    if focus != "none" and not any(record.get("sensitive") for record in inputs.forget_records):
+        raise UnmemError(
+            f"{inputs.forget}: method '{method}' with focus={focus!r} weights the `sensitive` spans of "
+            "the forget records, and no record has one; add the field or set -p focus=none"
+        )
+
+
 def unlearn(
     model_dir: str | Path,
     forget_path: str | Path,
@@ -259,6 +269,7 @@ def unlearn(
         raise UnmemError(f"method '{spec.name}' needs a retain set: pass --retain FILE")
     out = check_output(out_dir, _input_paths(model_dir, forget_path, retain_path, config), overwrite)
     inputs = read_inputs(model_dir, forget_path, retain_path, config, needs.retain)
+    _check_focus(spec.name, method_cfg, inputs)
     accelerator = make_accelerator(config)
     lock = exclusive_lock(out) if accelerator.is_main_process else contextlib.nullcontext()
     with lock:
