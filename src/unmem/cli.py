@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -298,6 +299,13 @@ def world_cmd(
     )
 
 
+def _one_progress_display() -> None:
+    """An experiment shows its own stage progress; the per-model "Loading weights" bars of
+    transformers (read once, when it is imported; worker processes inherit it) would interleave
+    with it. Set HF_HUB_DISABLE_PROGRESS_BARS=0 to keep them."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
 @app.command("run")
 @user_errors
 def run_cmd(
@@ -314,6 +322,7 @@ def run_cmd(
     Everything is validated first; an interrupted run (Ctrl-C, kill -9) resumes when the same
     command is re-run. While it runs, OUT.lock names its owner and a second run there fails.
     """
+    _one_progress_display()
     from unmem.experiment import load_experiment, run_experiment
 
     report = run_experiment(load_experiment(config), out, overwrite=overwrite, console=console)
@@ -328,6 +337,7 @@ def demo_cmd(
     show: bool = typer.Option(False, "--show", help="Print the demo's experiment file and exit."),
 ) -> None:
     """Forget forget10 of the default world with small models and nine methods, then report."""
+    _one_progress_display()
     from unmem.experiment import load_experiment, run_experiment, shipped_config
 
     path = shipped_config("demo")
