@@ -121,13 +121,8 @@ class Side:
         return -(self.token_logps().sum()) / mask.sum().clamp(min=1)
 
 
-def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    mask = mask.to(values.dtype)
-    return (values * mask).sum() / mask.sum().clamp(min=1)
-
-
-def weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Σ w·v / Σ w over a batch's tokens; 0 when every weight is 0."""
+def masked_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Σ w·v / Σ w over a batch's tokens, for a 0/1 mask or float weights; 0 when all are 0."""
     weights = weights.to(values.dtype)
     return (values * weights).sum() / weights.sum().clamp(min=1e-8)
 
@@ -166,9 +161,7 @@ def kl_on_answers(p_ref: Side, q_policy: Side, weights: torch.Tensor | None = No
     ref_logp = torch.log_softmax(p_ref._logits("kl_on_answers").float(), dim=-1)
     pol_logp = torch.log_softmax(q_policy._logits("kl_on_answers").float(), dim=-1)
     kl_tok = F.kl_div(pol_logp, ref_logp, log_target=True, reduction="none").sum(-1)  # (batch, time-1)
-    if weights is not None:
-        return weighted_mean(kl_tok, weights)
-    return masked_mean(kl_tok, q_policy.label_mask)
+    return masked_mean(kl_tok, q_policy.label_mask if weights is None else weights)
 
 
 @dataclass

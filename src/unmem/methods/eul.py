@@ -53,7 +53,7 @@ from unmem.methods._common import (
     hidden_size,
     record_batches,
 )
-from unmem.methods.base import LOGITS, LossInputs, focus_weights, kl_on_answers, weighted_mean
+from unmem.methods.base import LOGITS, LossInputs, focus_weights, kl_on_answers, masked_mean
 from unmem.methods.registry import SetupContext, register_method
 
 ADAPTER_NAME = "unlearning_layer"  # every adapter parameter name contains this
@@ -166,7 +166,7 @@ def eul_loss(inputs: LossInputs, cfg: EULConfig) -> tuple[torch.Tensor, dict[str
             raise ValueError("eul needs the reference model's outputs on the forget batch")
         weights = focus_weights(inputs.forget, cfg.focus, cfg.focus_coeff)
         forget_kl = kl_on_answers(inputs.ref_forget, inputs.forget, weights)
-        forget_nll = weighted_mean(-inputs.forget.token_logps(), weights)
+        forget_nll = masked_mean(-inputs.forget.token_logps(), weights)
         terms.append(-forget_kl.clamp(max=cfg.kl_bound) - cfg.gamma * forget_nll.clamp(max=cfg.nll_bound))
         logs.update(forget_kl=float(forget_kl.detach()), forget_nll=float(forget_nll.detach()))
     return torch.stack(terms).sum(), logs

@@ -115,10 +115,8 @@ class UnlearnFiles:
 
     forget: Path
     retain: Path | None
-    note: str | None = None
-    holdout: Path | None = (
-        None  # never-seen QA of the same kind: calibrated stopping's reference  # how these files relate to the benchmark's own protocol
-    )
+    note: str | None = None  # how these files relate to the benchmark's own protocol
+    holdout: Path | None = None  # never-seen QA of the same kind: calibrated stopping's reference
 
 
 # -- helpers ---------------------------------------------------------------------------------------
