@@ -64,25 +64,30 @@ def _holdout_paths(runs: list[RunPlan], base: Path, benchmark: BenchmarkPlan) ->
     means the benchmark's holdout split, which must exist."""
     from unmem.data.benchmarks import get_benchmark
 
+    where = ("defaults", "calibrated_stop", "holdout")
+    uses_split = False
     for run in runs:
         stop = run.config.calibrated_stop
         if stop is None:
             continue
-        if stop.holdout is not None:
-            holdout = (base / stop.holdout).resolve()
-            if not holdout.is_file():
-                raise ConfigError(("defaults", "calibrated_stop", "holdout"), f"{holdout}: file not found")
-            run.config = run.config.model_copy(
-                update={"calibrated_stop": stop.model_copy(update={"holdout": holdout})}
+        if stop.holdout is None:
+            uses_split = True
+            continue
+        holdout = (base / stop.holdout).resolve()
+        if not holdout.is_file():
+            raise ConfigError(where, f"{holdout}: file not found")
+        run.config = run.config.model_copy(
+            update={"calibrated_stop": stop.model_copy(update={"holdout": holdout})}
+        )
+    # A world always has its holdout splits; other data is checked once, not once per run.
+    if uses_split and benchmark.data_dir is not None and benchmark.name != "world":
+        files = get_benchmark(benchmark.name).unlearn_files(benchmark.data_dir, benchmark.split)
+        if files.holdout is None:
+            raise ConfigError(
+                where,
+                f"calibrated stopping needs a holdout set and {benchmark.data_dir} has none for "
+                f"{benchmark.split}; give calibrated_stop.holdout",
             )
-        elif benchmark.data_dir is not None and benchmark.name != "world":
-            files = get_benchmark(benchmark.name).unlearn_files(benchmark.data_dir, benchmark.split)
-            if files.holdout is None:
-                raise ConfigError(
-                    ("defaults", "calibrated_stop", "holdout"),
-                    f"calibrated stopping needs a holdout set and {benchmark.data_dir} has none for "
-                    f"{benchmark.split}; give calibrated_stop.holdout",
-                )
 
 
 def validate(config: ExperimentConfig, text: str, source: Path) -> Experiment:
