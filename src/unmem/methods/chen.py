@@ -114,11 +114,19 @@ def answer_embeddings(model: torch.nn.Module, batches: Iterable[Mapping[str, tor
 def chen_setup(ctx: SetupContext, cfg: ChenConfig) -> dict[str, Any]:
     """``state = {"mu": (D,) tensor, "layer": last hidden index}``, from the reference model."""
     questions = [str(r["question"]) for r in ctx.forget_records if r.get("question")]
-    if not questions:
-        raise UnmemError("chen needs question/answer forget records (a `question` field) to compute μ")
-    refusals = load_idk_answers()
-    n = min(cfg.setup_pairs, max(len(questions), len(refusals)))
-    pairs = [(questions[i % len(questions)], refusals[i % len(refusals)]) for i in range(n)]
+    prompts = [str(r["prompt"]) for r in ctx.forget_records if r.get("prompt")]
+    if not questions and not prompts:
+        raise UnmemError("chen needs question/answer forget records or text windows to compute μ")
+    # Text windows: the prompt followed by a refusal to go on with the text (the idk batch's pairing).
+    refusals = load_idk_answers("qa" if questions else "text")
+    starts = questions or prompts
+    n = min(cfg.setup_pairs, max(len(starts), len(refusals)))
+    pairs: list[Any] = [
+        (starts[i % len(starts)], refusals[i % len(refusals)])
+        if questions
+        else {"prompt": starts[i % len(starts)], "gt": refusals[i % len(refusals)]}
+        for i in range(n)
+    ]
     model = ctx.ref_model if ctx.ref_model is not None else ctx.model
     embeddings = answer_embeddings(model, record_batches(ctx.tokenizer, pairs))
     mu = cluster_mean(embeddings, cfg.clusters, seed=cfg.seed)

@@ -26,12 +26,13 @@ from typing import Any
 import torch
 
 from unmem.config import CalibratedStop, UnlearnConfig
-from unmem.data.collate import Example, PromptFormat, collate, encode_qa, encode_records, encode_text
+from unmem.data.collate import Example, PromptFormat, collate, encode_records
 from unmem.data.refusals import load_idk_answers
+from unmem.data.windows import check_windows_fit, is_text_file, read_windows
 from unmem.errors import UnmemError
 from unmem.io import atomic_dir, exclusive_lock, hash_files, read_records, write_json
 from unmem.methods.registry import MethodSpec, SetupContext, get_method
-from unmem.models import frozen_copy, model_hash, resolve_model_dir
+from unmem.models import context_length, frozen_copy, model_hash, resolve_model_dir
 from unmem.train.batches import BatchSchedule, Phase, make_loader, with_layout
 from unmem.train.checkpoints import Checkpoints, run_record
 from unmem.train.forward import MethodForward, accepts_logits_to_keep
@@ -90,31 +91,41 @@ def read_qa(path: str | Path) -> list[dict[str, Any]]:
     return read_records(path, QA_FIELDS["required"], types=QA_FIELDS["types"])
 
 
+def read_training_records(path: str | Path) -> list[dict[str, Any]]:
+    """QA pairs, or text windows: a ``.txt`` file, ``text`` records or ``prompt``/``gt`` records
+    (``unmem.data.windows``: long texts are cut into windows, the continuations trained on)."""
+    return read_windows(path) if is_text_file(path) else read_qa(path)
+
+
 def load_unlearning_data(
     path: str | Path, tokenizer: Any, fmt: PromptFormat, max_length: int
 ) -> tuple[list[dict[str, Any]], list[Example]]:
-    records = read_qa(path)
+    records = read_training_records(path)
     return records, encode_records(tokenizer, records, fmt, max_length=max_length)
 
 
 def heldout_examples(
     records: list[dict[str, Any]], tokenizer: Any, fmt: PromptFormat, max_length: int
 ) -> list[Example]:
-    """Passages (``text``) or QA pairs, as a stopping rule scores them."""
-    if "text" in records[0]:
-        return [encode_text(tokenizer, r["text"], max_length=max_length) for r in records]
+    """QA pairs or text windows, as a stopping rule scores them (the answers, the continuations)."""
     return encode_records(tokenizer, records, fmt, max_length=max_length)
+
+
+def refusal_record(record: dict[str, Any], refusal: str) -> dict[str, Any]:
+    """The record with its answer replaced by a refusal: a QA pair, or for a text window the
+    prompt followed by a refusal to reproduce the text (``load_idk_answers("text")``)."""
+    if "question" in record:
+        return {"question": record["question"], "answer": refusal}
+    return {"prompt": record["prompt"], "gt": refusal}
 
 
 def _make_idk(
     records: list[dict[str, Any]], tokenizer: Any, fmt: PromptFormat, max_length: int, seed: int
 ) -> list[Example]:
-    refusals = load_idk_answers()
     rng = random.Random(seed)
-    return [
-        encode_qa(tokenizer, r["question"], rng.choice(refusals), fmt, max_length=max_length, index=i)
-        for i, r in enumerate(records)
-    ]
+    refusals = {kind: load_idk_answers(kind) for kind in ("qa", "text")}
+    paired = [refusal_record(r, rng.choice(refusals["qa" if "question" in r else "text"])) for r in records]
+    return encode_records(tokenizer, paired, fmt, max_length=max_length)
 
 
 def _sample(items: list[Any], limit: int, seed: int) -> list[Any]:
@@ -177,10 +188,10 @@ def read_inputs(
         model=resolve_model_dir(model_dir).resolve(),
         forget=Path(forget).resolve(),
         retain=retain_path,
-        forget_records=read_qa(forget),
-        retain_records=read_qa(retain_path) if retain_path else [],
+        forget_records=read_training_records(forget),
+        retain_records=read_training_records(retain_path) if retain_path else [],
         extra_paths=extra_paths,
-        extra={name: read_records(path) for name, path in extra_paths.items()},
+        extra={name: read_training_records(path) for name, path in extra_paths.items()},
     )
 
 
@@ -292,6 +303,7 @@ def _unlearn_locked(
     model, tokenizer = load_policy(config, inputs.model)
     fmt = PromptFormat.for_tokenizer(tokenizer, config.chat_template)
     data = _encode_roles(inputs, tokenizer, fmt, config, spec.needs(method_cfg))
+    _check_context(inputs, data, context_length(model))
     layers = spec.hidden_layers(method_cfg, model.config.num_hidden_layers) if spec.hidden_layers else []
     hashes = inputs.hashes()
     reference = _reference(model, data, config, spec, method_cfg, accelerator, layers, hashes["model"], out)
@@ -366,6 +378,14 @@ def _encode_roles(
     if needs.idk:
         data["idk"] = _make_idk(inputs.forget_records, tokenizer, fmt, config.max_length, config.seed)
     return data
+
+
+def _check_context(inputs: Inputs, data: dict[str, list[Example]], context: int) -> None:
+    """A text window longer than the model's context (``max_length`` above it) is an error naming it."""
+    for role, records in (("forget", inputs.forget_records), ("retain", inputs.retain_records)):
+        examples = data.get(role) or []
+        windows = [(r, len(e.input_ids)) for r, e in zip(records, examples, strict=False) if "prompt" in r]
+        check_windows_fit([r for r, _ in windows], [n for _, n in windows], context, "the model's context")
 
 
 def _reference(
