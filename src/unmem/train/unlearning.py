@@ -27,7 +27,7 @@ import torch
 
 from unmem.config import CalibratedStop, UnlearnConfig
 from unmem.data.collate import Example, PromptFormat, collate, encode_records
-from unmem.data.refusals import load_idk_answers
+from unmem.data.refusals import refusal_record
 from unmem.data.windows import check_windows_fit, is_text_file, read_windows
 from unmem.errors import UnmemError
 from unmem.io import atomic_dir, exclusive_lock, hash_files, read_records, write_json
@@ -111,20 +111,17 @@ def heldout_examples(
     return encode_records(tokenizer, records, fmt, max_length=max_length)
 
 
-def refusal_record(record: dict[str, Any], refusal: str) -> dict[str, Any]:
-    """The record with its answer replaced by a refusal: a QA pair, or for a text window the
-    prompt followed by a refusal to reproduce the text (``load_idk_answers("text")``)."""
-    if "question" in record:
-        return {"question": record["question"], "answer": refusal}
-    return {"prompt": record["prompt"], "gt": refusal}
-
-
 def _make_idk(
-    records: list[dict[str, Any]], tokenizer: Any, fmt: PromptFormat, max_length: int, seed: int
+    records: list[dict[str, Any]],
+    tokenizer: Any,
+    fmt: PromptFormat,
+    max_length: int,
+    seed: int,
+    style: str = "whole",
 ) -> list[Example]:
+    """Each forget record answered with a refusal (``unmem.data.refusals.refusal_record``)."""
     rng = random.Random(seed)
-    refusals = {kind: load_idk_answers(kind) for kind in ("qa", "text")}
-    paired = [refusal_record(r, rng.choice(refusals["qa" if "question" in r else "text"])) for r in records]
+    paired = [refusal_record(r, rng.choice, style) for r in records]
     return encode_records(tokenizer, paired, fmt, max_length=max_length)
 
 
@@ -246,13 +243,22 @@ def _base_model(model_dir: Path) -> Path | None:
 
 
 def _check_focus(method: str, method_cfg: Any, inputs: Inputs) -> None:
-    """A focused forget loss needs the records' sensitive spans: fail before loading any model."""
+    """A focused forget loss, or a refusal of the spans only, needs the records' sensitive spans:
+    fail before loading any model."""
     focus = getattr(method_cfg, "focus", "none")
     if focus != "none" and not any(record.get("sensitive") for record in inputs.forget_records):
         raise UnmemError(
             f"{inputs.forget}: method '{method}' with focus={focus!r} weights the `sensitive` spans of "
             "the forget records, and no record has one; add the field or set -p focus=none"
         )
+    if getattr(method_cfg, "refusal", "whole") == "span":
+        for line, record in enumerate(inputs.forget_records, start=1):
+            answer = str(record.get("answer", ""))
+            if "question" in record and not any(s and s in answer for s in record.get("sensitive") or ()):
+                raise UnmemError(
+                    f"{inputs.forget}:{line}: method '{method}' with refusal='span' replaces the `sensitive` "
+                    "spans of each answer, and this one has none in its answer; add them or set -p refusal=whole"
+                )
 
 
 def unlearn(
@@ -302,7 +308,7 @@ def _unlearn_locked(
 ) -> Path:
     model, tokenizer = load_policy(config, inputs.model)
     fmt = PromptFormat.for_tokenizer(tokenizer, config.chat_template)
-    data = _encode_roles(inputs, tokenizer, fmt, config, spec.needs(method_cfg))
+    data = _encode_roles(inputs, tokenizer, fmt, config, method_cfg, spec.needs(method_cfg))
     _check_context(inputs, data, context_length(model))
     layers = spec.hidden_layers(method_cfg, model.config.num_hidden_layers) if spec.hidden_layers else []
     hashes = inputs.hashes()
@@ -369,14 +375,15 @@ def _unlearn_locked(
 
 
 def _encode_roles(
-    inputs: Inputs, tokenizer: Any, fmt: PromptFormat, config: UnlearnConfig, needs: Any
+    inputs: Inputs, tokenizer: Any, fmt: PromptFormat, config: UnlearnConfig, method_cfg: Any, needs: Any
 ) -> dict[str, list[Example]]:
     """The tokenised examples of every role the method uses: forget, retain, idk (refusals)."""
     encode = functools.partial(encode_records, tokenizer, fmt=fmt, max_length=config.max_length)
     data = {"forget": encode(inputs.forget_records)}
     data["retain"] = encode(inputs.retain_records) if needs.retain else []
     if needs.idk:
-        data["idk"] = _make_idk(inputs.forget_records, tokenizer, fmt, config.max_length, config.seed)
+        style = getattr(method_cfg, "refusal", "whole")  # FLAT and Chen et al. may refuse only the spans
+        data["idk"] = _make_idk(inputs.forget_records, tokenizer, fmt, config.max_length, config.seed, style)
     return data
 
 
