@@ -6,15 +6,15 @@ directory (``unmem.data.benchmarks.texts``):
 
 - **forget** (what a request asks to remove): the MIT license as four of unmem's own
   dependencies ship it (pydantic, typer, rich, PyYAML: one text each, their copyright lines
-  differ) and the BSD license (``/usr/share/common-licenses/BSD``). SmolLM2-135M-Instruct
-  predicts 0.75-0.81 of their next tokens exactly (teacher-forced, per text);
-- **retain** (other license text the model must keep): the "how to apply" appendices of the
-  GPL-2, GPL-3, LGPL-2.1 and Apache-2.0, whose notices ("This program is free software ...",
-  "Licensed under the Apache License ...") are copied into millions of source files and are
-  memorised too (0.66-0.80 on their notice windows);
-- **holdout** (the same kind of text, not memorised): the CC0-1.0 and LGPL-3 texts and the
-  Zen of Python (``this.s``, rot13-decoded), at 0.35-0.39: the level of license-like text
-  written for the measurement and certainly never seen (0.31-0.35).
+  differ) and the BSD license (``/usr/share/common-licenses/BSD``): SmolLM2-135M-Instruct
+  predicts 0.67-0.80 of their next tokens exactly (teacher-forced, per text);
+- **retain** (text the model must keep): the "how to apply" appendices of the GPL-2, GPL-3,
+  LGPL-2.1 and Apache-2.0, whose notices ("This program is free software ...", "Licensed under
+  the Apache License ...") are copied into millions of source files (0.55-0.81 on their notice
+  windows, 0.29-0.45 on the instructions around them), and the Zen of Python (``this.s``,
+  rot13-decoded; 0.44: it knows the style, not the words);
+- **holdout** (the same kind of text, not memorised): the CC0-1.0 and LGPL-3 texts (0.39),
+  near license-like text written for the measurement and certainly never seen (0.32-0.35).
 
 ``benchmarks/texts_memorization.py`` measures those numbers (docs/real-models.md). The
 directory also gets the world's real-world and world-facts QA (the model's general
@@ -124,8 +124,8 @@ def example_sources(licenses_dir: Path = COMMON_LICENSES) -> dict[str, list[Sour
     """The texts of each set; reading one that is missing raises an error naming it."""
     return {
         "forget": [*(mit_license(d) for d in MIT_DISTRIBUTIONS), common_license(licenses_dir, "BSD")],
-        "retain": [appendix(licenses_dir, name) for name in APPENDICES],
-        "holdout": [*(common_license(licenses_dir, name) for name in HOLDOUT_LICENSES), zen_of_python()],
+        "retain": [*(appendix(licenses_dir, name) for name in APPENDICES), zen_of_python()],
+        "holdout": [common_license(licenses_dir, name) for name in HOLDOUT_LICENSES],
     }
 
 

@@ -203,6 +203,8 @@ register_family(
     run,
     ids=IDS,
     supports=supports,
-    description="extraction likelihood EL_n, memorisation accuracy, PII extraction, embedding similarity",
+    description="extraction likelihood EL_n, memorisation accuracy, PII extraction, embedding similarity; "
+    "memorisation of text windows per set",
+    headline=("forget_mem_acc", "holdout_mem_acc", "retain_mem_acc", "forget_exact_len"),
     order=40,
 )
