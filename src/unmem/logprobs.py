@@ -35,7 +35,7 @@ class _LabelLogProbs(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        compute = torch.promote_types(logits.dtype, torch.float32)
+        compute = torch.promote_types(logits.dtype, torch.float32)  # as at_least_float32
         lse = torch.empty(logits.shape[:-1], dtype=compute, device=logits.device)
         for rows in _row_chunks(logits):
             lse[rows] = torch.logsumexp(logits[rows].to(compute), dim=-1)
@@ -53,6 +53,12 @@ class _LabelLogProbs(torch.autograd.Function):
             chunk.scatter_add_(-1, labels[rows].unsqueeze(-1), g)
             grad_logits[rows] = chunk
         return grad_logits, None
+
+
+def at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` in float32, or in its own dtype when that is wider: losses read bf16 activations
+    in float32, and a float64 model (the tests' exact reference computation) stays float64."""
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
 
 
 def token_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
