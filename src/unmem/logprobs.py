@@ -65,8 +65,8 @@ def token_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """(…,) log p(label) from (…, vocab) logits, in float32 (float64 for float64 logits); masked
     positions give 0 (never index -100).
 
-    Equal to ``log_softmax(logits.float()).gather(labels)`` to float32 rounding
-    (tests/test_lean_logprobs.py: 1e-5), with the gradient of the same expression.
+    Equal to ``log_softmax(at_least_float32(logits)).gather(labels)`` to rounding (tests/
+    test_lean_logprobs.py compares in float64), with the gradient of the same expression.
     """
     mask = labels != IGNORE_INDEX
     safe_labels = labels.masked_fill(~mask, 0)
