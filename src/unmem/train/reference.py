@@ -16,7 +16,7 @@ What is stored per example:
   not vocabulary size); a frozen copy of the head alone turns them back into the
   reference's logits, exactly, during training (a few MB to a GB of weights instead of a
   whole model; checked against the model's own logits when the cache is computed);
-- ``hidden``: every token's hidden state at the method's layers (float32).
+- ``hidden``: every token's hidden state at the method's layers (float32, or the model's wider dtype).
 
 On disk: one safetensors file per (role, kind) in the cache directory, named by a hash of
 the model's files, the examples' token ids and the settings that shape the output (k,
