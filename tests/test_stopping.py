@@ -1,4 +1,8 @@
-"""Retain-free calibrated stopping: the rule on hand-made check sequences, its scores, the loop."""
+"""Retain-free calibrated stopping: the rule on hand-made check sequences, its scores, the loop.
+
+Float bounds: `chosen.auc == 0.53` is exact (the rule returns one of the checks it was given);
+other bounds say why where they are used.
+"""
 
 from __future__ import annotations
 
