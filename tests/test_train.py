@@ -139,7 +139,6 @@ def _weights(out: Path) -> dict[str, torch.Tensor]:
     return load_file(out / "model" / "model.safetensors")
 
 
-@pytest.mark.numerics
 def test_resume_after_kill_matches_uninterrupted_run(memorized, tmp_path, float64_models):
     config = build_config(
         {
@@ -171,7 +170,6 @@ def test_resume_after_kill_matches_uninterrupted_run(memorized, tmp_path, float6
     assert steps == list(range(1, len(steps) + 1))
 
 
-@pytest.mark.numerics
 def test_gradient_accumulation_matches_larger_batch(memorized, tmp_path, tiny_tokenizer, float64_models):
     # Same-length answers, so the token-mean of 2 micro-batches of 2 equals that of one batch of 4.
     rows = [
