@@ -36,7 +36,7 @@ from unmem.data.collate import (
     generation_prompt_ids,
     iter_batches,
 )
-from unmem.logprobs import IGNORE_INDEX, token_logps
+from unmem.logprobs import IGNORE_INDEX, at_least_float32, token_logps
 from unmem.metrics.mia import token_zscores
 
 # Rows of (tokens, vocab) log-softmax held at once: bounds memory for 128k-token vocabularies.
@@ -125,7 +125,9 @@ def score_examples(
             flat_labels = labels[mask]  # (tokens,)
             logps, matches, zs = [], [], []
             for start in range(0, flat_labels.numel(), VOCAB_CHUNK_ROWS):
-                chunk = torch.log_softmax(flat_logits[start : start + VOCAB_CHUNK_ROWS].float(), dim=-1)
+                chunk = torch.log_softmax(
+                    at_least_float32(flat_logits[start : start + VOCAB_CHUNK_ROWS]), dim=-1
+                )
                 chunk_labels = flat_labels[start : start + VOCAB_CHUNK_ROWS]
                 logps.append(chunk.gather(-1, chunk_labels.unsqueeze(-1)).squeeze(-1))
                 matches.append(chunk.argmax(-1) == chunk_labels)
