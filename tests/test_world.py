@@ -56,11 +56,13 @@ def test_qa_schema(world: World) -> None:
             assert set(row) == {
                 "entity_id",
                 "question",
+                "paraphrased_question",
                 "answer",
                 "paraphrased_answer",
                 "perturbed_answer",
                 "sensitive",
             }
+            assert row["paraphrased_question"] != row["question"]
             wrong = row["perturbed_answer"]
             assert len(wrong) >= 3 and len(set(wrong)) == len(wrong)
             assert row["paraphrased_answer"] not in wrong
