@@ -299,3 +299,33 @@ def test_an_attack_leaves_the_session_model_as_it_was(micro_world_dir, make_tiny
     done = audit(session)
     assert not done.skipped
     assert all(torch.equal(value, before[key]) for key, value in model.state_dict().items())
+
+
+def test_unmem_run_audits_every_row_and_the_report_shows_it(micro_world_dir, micro_models, tmp_path):
+    from typer.testing import CliRunner
+
+    from unmem.cli import app
+
+    target, retain = micro_models
+    config = tmp_path / "exp.yaml"
+    config.write_text(
+        f"name: audit\nworld_dir: {micro_world_dir}\ntarget: {target}\nretain: {retain}\nsplit: forget10\n"
+        "methods: [{method: grad_diff, lr: 1.0e-3, epochs: 2, batch_size: 2, device: cpu}]\n"
+        "eval: {metrics: [tofu, robustness], batch_size: 16, device: cpu,\n"
+        "       options: {robust_attacks: [relearn_forget, quant_int4, prompt_paraphrase]}}\n"
+        "tracking: []\n"
+    )
+    result = CliRunner().invoke(app, ["run", str(config), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    report = tmp_path / "out" / "report"
+    header = (report / "results.csv").read_text().splitlines()[0].split(",")
+    assert "robust_forget_quality" in header and "robust_quant_int4_Q" in header  # the CSV keeps them all
+    page = (report / "report.md").read_text()
+    main_table, audit = page.split("## Robustness audit")
+    assert "robust_forget_quality" in main_table and "robust_quant_int4_Q" not in main_table
+    for attack in ("relearn_forget", "quant_int4", "prompt_paraphrase"):
+        assert attack in audit
+    assert audit.count("| retain (gold standard) |") == 3  # forget quality, probability, R and Q
+    html = (report / "report.html").read_text()
+    assert "<h2>Robustness audit</h2>" in html
+    assert html.count('alt="grad_diff: robustness audit"') == 1  # one plot per method

@@ -193,7 +193,7 @@ def finetune_in_memory(
         "steps": result.progress.step,
         "examples": len(examples),
         "tokens": result.progress.tokens,
-        "seconds": round(result.progress.seconds, 3),
+        "train_seconds": round(result.progress.seconds, 3),
         "final_loss": result.last_logs.get("loss"),
     }
 

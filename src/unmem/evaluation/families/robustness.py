@@ -39,6 +39,7 @@ from unmem.evaluation.options import EvalConfig, EvalOptions
 from unmem.evaluation.reference import nan_list
 from unmem.evaluation.registry import EvalInputs, FamilyContext, FamilyResult, RetainHooks, register_family
 from unmem.evaluation.session import ModelSession, num
+from unmem.io import json_safe
 from unmem.metrics import mia, scoring, tofu
 from unmem.results import EvalSummary
 
@@ -76,7 +77,8 @@ def budget(opts: EvalOptions) -> dict[str, Any]:
         "sample_k",
         "in_context_facts",
     )
-    return {key: asdict(opts)[key] for key in keys} | {"answer_tokens": opts.answer_tokens}
+    values = {key: asdict(opts)[key] for key in keys} | {"answer_tokens": opts.answer_tokens}
+    return json_safe(values)  # as a retain reference read back from JSON holds it (lists, not tuples)
 
 
 @dataclass
