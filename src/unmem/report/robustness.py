@@ -119,7 +119,10 @@ def html_section(variants: Sequence[Variant], columns: Sequence[str], several: b
         )
         parts.append(
             '<div class="grid">'
-            + "".join(f'<img src="data:image/png;base64,{p}" alt="{esc(v.label)}: robustness audit">' for v, p in plots)
+            + "".join(
+                f'<img src="data:image/png;base64,{p}" alt="{esc(v.label)}: robustness audit">'
+                for v, p in plots
+            )
             + "</div>"
         )
     return "\n".join(parts)
