@@ -15,7 +15,8 @@ The default world's `small` models (``unmem train``), one thread::
 SmolLM2 fine-tuned on the micro world (docs/real-models.md; a full-weight relearning copy)::
 
     python benchmarks/robustness_cost.py --model runs/smollm2/target --data runs/smollm2/world \\
-        --max-samples 50 --batch-size 16 --relearn-lr 1e-5 --threads 1 --out runs/bench/robustness_smollm2.json
+        --max-samples 50 --batch-size 16 --relearn-lr 1e-4 --relearn-batch-size 2 --threads 1 \\
+        --out runs/bench/robustness_smollm2.json
 
 A retain model's audit (the retain reference) costs the same again, once per retain model and
 budget: ``unmem run`` caches it in ``eval/.retain_cache``.
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-samples", type=int, default=None, help="Cap per evaluation set.")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--relearn-lr", type=float, default=EvalOptions().relearn_lr)
+    parser.add_argument("--relearn-batch-size", type=int, default=EvalOptions().relearn_batch_size)
     parser.add_argument("--attacks", default=None, help="Comma-separated attacks (default: all).")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads.")
     parser.add_argument("--out", help="Write the results here as JSON.")
@@ -66,12 +68,15 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     load = os.getloadavg()[0]
     attacks = tuple(args.attacks.split(",")) if args.attacks else None
-    opts = EvalOptions(robust_attacks=attacks, relearn_lr=args.relearn_lr)
+    opts = EvalOptions(
+        robust_attacks=attacks, relearn_lr=args.relearn_lr, relearn_batch_size=args.relearn_batch_size
+    )
     data = load_benchmark(args.benchmark, args.data, args.split).limited(args.max_samples)
     model, tokenizer = load_model(args.model, device="cpu", dtype="float32")
     start = time.perf_counter()
     base = score(ModelSession(model, tokenizer, data, opts, args.batch_size))
     ceiling = time.perf_counter() - start
+    scoring_rss = peak_rss_mb()
     rows = []
     for spec in selected_attacks(opts):
         why = spec.missing(data, opts)
@@ -99,6 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
         "benchmark": args.benchmark,
         "forget_questions": len(data.qa["forget"]),
         "scoring_seconds": round(ceiling, 2),
+        "scoring_peak_rss_mb": round(scoring_rss, 1),
         "total_seconds": round(time.perf_counter() - start, 2),
         "attacks": rows,
         "options": {
@@ -115,7 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
     table = Table(title=f"robustness audit cost: {args.model} ({len(data.qa['forget'])} forget questions)")
     for column in ("attack", "seconds", "× scoring", "attack s", "steps", "peak RSS MB"):
         table.add_column(column, justify="left" if column == "attack" else "right")
-    table.add_row("(scoring, no attack)", f"{ceiling:.2f}", "1.00", "", "", f"{peak_rss_mb():.0f}")
+    table.add_row("(scoring, no attack)", f"{ceiling:.2f}", "1.00", "", "", f"{scoring_rss:.0f}")
     for row in rows:
         if "skipped" in row:
             table.add_row(row["attack"], "skipped", row["skipped"], "", "", "")
