@@ -58,7 +58,9 @@ def render_html(
     meta: list[str],
     several: bool,
     notes: Sequence[str] = (),
+    extra: str = "",
 ) -> str:
+    """The page; ``extra`` is HTML of other views (the robustness audit), placed before the runs."""
     esc = html.escape
     head_cells = "".join(f"<th>{esc(c)}</th>" for c in ("row", "n", *columns, *TRAIN_COLUMNS))
     body = []
@@ -109,6 +111,8 @@ def render_html(
         parts.append(
             '<p class="note">No plots: install matplotlib (<code>pip install matplotlib</code>).</p>'
         )
+    if extra:
+        parts.append(extra)
     parts.append("<h2>Runs</h2>")
     parts.append(_runs_table(variants, several))
     parts.append('<p class="note">Made by <code>unmem report</code>.</p></body></html>')
