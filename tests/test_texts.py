@@ -213,6 +213,51 @@ def test_k_sample_extraction_probability():
     )
 
 
+def test_window_metrics_per_set_by_hand():
+    """The extraction family's per-set numbers from known scores: two forget windows, one holdout."""
+    from types import SimpleNamespace
+
+    from unmem.evaluation.families.extraction import _windows
+    from unmem.evaluation.registry import FamilyResult
+
+    half, quarter = math.log(0.5), math.log(0.25)
+    scores = {
+        "forget": [
+            SimpleNamespace(
+                argmax_match=np.array([True, True, False, True]), sample_logps=[half, half, 0.0, 0.0]
+            ),
+            SimpleNamespace(argmax_match=np.array([False, True]), sample_logps=[quarter, 0.0]),
+        ],
+        "holdout": [
+            SimpleNamespace(argmax_match=np.array([False, False, True]), sample_logps=[quarter, quarter, 0.0])
+        ],
+    }
+    truths = {"forget": [[1, 2, 3, 4], [5, 6]], "holdout": [[7, 8, 9]]}
+    greedy = {"forget": [[1, 2, 9, 4], [5, 6]], "holdout": [[0, 8, 9]]}
+    session = SimpleNamespace(
+        opts=EvalOptions(extraction_samples=2, extraction_tokens=2),
+        data=SimpleNamespace(
+            verbmem={name: [{"prompt": "a", "gt": "b"}] * len(s) for name, s in scores.items()}
+        ),
+        window_scores=scores.__getitem__,
+        window_truths=truths.__getitem__,
+        window_continuations=greedy.__getitem__,
+    )
+    metrics: dict = {}
+    _windows(session, metrics, FamilyResult(metrics={}))
+    # Accuracy: windows 3/4 and 1/2 -> 0.625; holdout 1/3.
+    assert metrics["forget_mem_acc"] == 0.625 and metrics["holdout_mem_acc"] == pytest.approx(
+        1 / 3, rel=1e-12
+    )
+    # Exact-match length: 2 and 2 tokens; holdout 0.
+    assert metrics["forget_exact_len"] == 2.0 and metrics["holdout_exact_len"] == 0.0
+    # First 2 tokens, k = 2: p = 1/4 -> 7/16; p = 1/4 -> 7/16; holdout p = 1/16 -> 1 - (15/16)^2 = 31/256.
+    # float64 closed form on exact powers of two: 1e-12 is far above its rounding.
+    assert metrics["forget_extract_rate"] == pytest.approx(7 / 16, rel=1e-12)
+    assert metrics["holdout_extract_rate"] == pytest.approx(31 / 256, rel=1e-12)
+    assert "retain_mem_acc" not in metrics  # a set without windows gives no numbers
+
+
 def test_sampling_log_probabilities_follow_temperature_and_top_k():
     logits = torch.tensor([[2.0, 1.0, 0.0]], dtype=torch.float64)
     # Top-2 at T = 1: label 1 gets e^1 / (e^2 + e^1) = 1 / (1 + e); label 2 is cut (-inf).
