@@ -315,14 +315,19 @@ def test_texts_evaluate_memorisation_per_set_and_per_window(tiny_model_dir, tmp_
     assert np.mean([r["mem_acc"] for r in holdout]) == pytest.approx(metrics["holdout_mem_acc"])
 
 
-@pytest.mark.parametrize("suffix", [".txt", ".jsonl"])
+@pytest.mark.parametrize("suffix", [".txt", ".jsonl", ".json"])
 def test_a_window_longer_than_the_models_context(tiny_model_dir, tmp_path, suffix):
     root = write_texts_dir(tmp_path / "texts")
     (root / "forget.txt").unlink()
     long_text = text(400)  # windows of 32 + 96 words: far more than the tiny model's 128 tokens
     path = root / f"forget{suffix}"
-    path.write_text(long_text if suffix == ".txt" else json.dumps({"text": long_text}) + "\n")
-    where = "forget.txt" if suffix == ".txt" else "forget.jsonl:1"
+    content = {
+        ".txt": long_text,
+        ".jsonl": json.dumps({"text": long_text}) + "\n",
+        ".json": json.dumps([long_text]),
+    }
+    path.write_text(content[suffix])
+    where = {".txt": "forget.txt", ".jsonl": "forget.jsonl:1", ".json": "forget.json:1"}[suffix]
     # MUSE's 128-token continuation alone does not fit: an error naming the window.
     with pytest.raises(
         UnmemError, match=rf"{where}: window 1 does not fit the model's context \(128 tokens\)"
