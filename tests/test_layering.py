@@ -24,6 +24,7 @@ FORBIDDEN = {
     "embeddings": ("data", "metrics", "methods", "evaluation", "experiment"),
     "results": ("evaluation", "experiment", "methods", "report"),
     "layout": ("evaluation", "experiment", "methods", "report"),
+    "store": ("report", "cli"),
 }
 
 
