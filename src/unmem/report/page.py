@@ -58,7 +58,9 @@ def render_html(
     meta: list[str],
     several: bool,
     notes: Sequence[str] = (),
+    sections: Sequence[str] = (),
 ) -> str:
+    """The page; ``sections`` (HTML of other views, e.g. the sequence of requests) go before the runs."""
     esc = html.escape
     head_cells = "".join(f"<th>{esc(c)}</th>" for c in ("row", "n", *columns, *TRAIN_COLUMNS))
     body = []
@@ -109,6 +111,7 @@ def render_html(
         parts.append(
             '<p class="note">No plots: install matplotlib (<code>pip install matplotlib</code>).</p>'
         )
+    parts += [section for section in sections if section]
     parts.append("<h2>Runs</h2>")
     parts.append(_runs_table(variants, several))
     parts.append('<p class="note">Made by <code>unmem report</code>.</p></body></html>')
