@@ -162,7 +162,8 @@ class SequenceStep(BaseModel):
     seconds: float | None = None  # unlearning (and fusing) this request
     stop_step: int | None = None
     metrics: dict[str, float | None] = Field(default_factory=dict)  # on the union of requests 1..k
-    per_request: dict[str, dict[str, float | None]] = Field(default_factory=dict)  # "j" -> request j's metrics
+    # "j" -> request j's own metrics (its forget probability, ...), measured after request k
+    per_request: dict[str, dict[str, float | None]] = Field(default_factory=dict)
     checks: list[dict[str, Any]] = Field(default_factory=list)
 
 
