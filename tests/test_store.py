@@ -139,6 +139,11 @@ def test_store_cycle(store, micro_world_dir, tmp_path, tiny_model_dir):
     )
     assert code == 2 and "refusing to add a version" in output, output
     weights.write_bytes(saved)
+    # Plain weights cannot continue from EUL's layers: one line, before any training.
+    code, output = cli(
+        "forget", str(store), "--request", str(write_request(tmp_path, micro_world_dir, "r4", ["e0004"]))
+    )
+    assert code == 2 and "holds EUL's unlearning layers over version 1" in output, output
 
     code, output = cli("store", "rollback", str(store), "1")
     assert code == 0 and "version 1 is current" in output, output
@@ -233,6 +238,11 @@ def test_store_init_never_writes_its_source_and_can_reference_it(tmp_path, tiny_
         verify(store.root)
     with pytest.raises(UnmemError, match="not empty"):
         init_store(tiny_model_dir, store.root)
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "unmem_model.json").write_text(json.dumps({"kind": "lora", "base_model": str(tiny_model_dir)}))
+    with pytest.raises(UnmemError, match="start a store from a plain model"):
+        init_store(adapter, tmp_path / "other")
 
 
 def _forget_process(store: Path, request: Path, kill_at: str | None = None) -> subprocess.CompletedProcess:
@@ -261,3 +271,41 @@ def test_kill_9_mid_request_leaves_the_version_and_the_rerun_resumes(store, micr
     assert report.current == 1 and report.entries == 2
     assert not (store / "pending.json").exists() and not (store / "work" / "r1").exists()
     shutil.rmtree(store / "work", ignore_errors=True)
+
+
+def test_lora_requests_chain_adapters_and_export_merges_them(store, micro_world_dir, tmp_path):
+    for rid, entity in (("r1", "e0000"), ("r2", "e0002")):
+        path = write_request(
+            tmp_path, micro_world_dir, rid, [entity], extra=", lora: true, lora_targets: [q_proj, v_proj]"
+        )
+        assert forget(store, load_request(path), log=lambda _: None).outcome == "honoured"
+    s = Store.open(store)
+    versions = s.versions(s.checked_entries())
+    assert versions[2].kind == "lora" and versions[2].base == 1 and versions[1].base == 0
+    card = json.loads((store / "versions" / "v0002" / "unmem_model.json").read_text())
+    assert card["base_model"] == "../v0001"  # relative: the store can move
+    moved = tmp_path / "moved"
+    shutil.move(store, moved)
+    assert verify(moved).current == 2
+    export = tmp_path / "merged"
+    assert cli("store", "export", str(moved), "2", "--out", str(export))[0] == 0
+    assert not (export / "unmem_model.json").exists() and (export / "model.safetensors").is_file()
+    assert torch.allclose(
+        logits(export), logits(moved / "versions" / "v0002"), atol=1e-5
+    )  # merged in float32
+    assert not torch.allclose(logits(export), logits(moved / "versions" / "v0001"), atol=1e-5)
+
+
+def test_forget_from_flags_records_the_outcome_it_exits_with(store, tmp_path):
+    rows = [{"question": f"Where was {n} born?", "answer": f"{n} was born in {c}."} for n, c in
+            [("Ilvan Marek", "Dunmore"), ("Sela Kovar", "Fennick"), ("Orin Vale", "Corriven")]]  # fmt: skip
+    for name in ("forget", "retain", "holdout"):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    flags = ["--forget", str(tmp_path / "forget.jsonl"), "--method", "ga", "--id", "flags"]
+    code, output = cli("forget", str(store), *flags, "-p", "nope=1")
+    assert code == 2 and "nope" in output, output
+    code, output = cli("forget", str(store), *flags, "--retain", str(tmp_path / "retain.jsonl"),
+                       "--holdout", str(tmp_path / "holdout.jsonl"))  # fmt: skip
+    receipt = json.loads((store / "requests" / "0001-flags" / "receipt.json").read_text())
+    assert (code, receipt["outcome"]) in ((0, "honoured"), (1, "refused")), output
+    assert receipt["forgotten"]["records"] == 3 and receipt["other_data"]["holdout"]["records"] == 3

@@ -74,6 +74,7 @@ def forget(store_dir: str | Path, request: Request, *, force: bool = False, log:
                 store.request_dir(entry) / "receipt.json",
                 "every record was already forgotten",
             )
+        log(f"request {request.id}: {len(fresh)} records to forget")
         return _honour(store, request, current, versions, fresh, skipped, force, log)
 
 
@@ -105,44 +106,21 @@ def _honour(
     from unmem.methods.registry import get_method
 
     spec = get_method(request.config.method)
-    if current.kind == "layers" and spec.prepare_model is None:
-        raise UnmemError(
-            f"version {current.number} holds EUL's unlearning layers over version {current.base}; method "
-            f"'{spec.name}' trains plain weights and cannot continue from them. Use eul, or "
-            f"`unmem store rollback {current.base}` first"
-        )
-    if current.kind == "layers":
-        check_structure(current, request.config.method_args)
+    _check_continuation(spec, current, request)
     start = time.perf_counter()
     work = _work_dir(store, request, current, fresh)
     paths = _write_data(work, request, fresh)
-    config = request.config
-    if config.calibrated_stop is not None:
-        config = config.model_copy(
-            update={
-                "calibrated_stop": config.calibrated_stop.model_copy(update={"holdout": paths["holdout"]})
-            }
-        )
+    config = _with_holdout(request.config, paths.get("holdout"))
+    # EUL trains its new layer on the version the layers sit on; every other method continues.
     base = versions[current.base] if current.kind == "layers" and current.base is not None else current
-    start_from = base if spec.prepare_model is not None else current
-    run = work / "run"
-    timing: dict[str, float] = {}
-    if not (run / "summary.json").is_file():
-        from unmem.evaluation.orchestrator import torch_threads
-        from unmem.train import unlearn
-
-        log(f"unlearning {len(fresh)} records with {spec.name} from version {start_from.number}")
-        with torch_threads(request.eval.threads):
-            unlearn(
-                start_from.path, paths["forget"], run, config, retain_path=paths.get("retain"), resume=True
-            )
-    timing["unlearn_s"] = round(float(read_json(run / "summary.json").get("train_seconds") or 0.0), 3)
+    run = _unlearn(work, config, paths, base if spec.prepare_model is not None else current, log)
+    timing = {"unlearn_s": round(float(read_json(run / "summary.json").get("train_seconds") or 0.0), 3)}
     number = max(versions) + 1
     stage = store.stage_dir(number)
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
     fused_at = time.perf_counter()
-    version, extra = _stage_version(store, run, stage, number, current, base, versions, request.id)
+    version, extra = _stage_version(run, stage, number, current, base, versions, request.id)
     timing["fuse_s"] = round(time.perf_counter() - fused_at, 3)
     made = store.make_version_record(version, stage, extra)
     before = _evaluate(current.path, work, "eval-before", request)
@@ -167,29 +145,73 @@ def _honour(
         "passed": passed,
         "training": _training(run),
         "timing": timing,
-    }
-    if outcome == "honoured":
-        body["made"] = made
-    summaries = {
+    } | ({"made": made} if outcome == "honoured" else {})
+    entry = _commit(store, body, stage if outcome == "honoured" else None, _summaries(work))
+    shutil.rmtree(stage, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)
+    return Outcome(outcome, entry, store.request_dir(entry) / "receipt.json", _verdict(request, entry))
+
+
+def _check_continuation(spec: Any, current: Version, request: Request) -> None:
+    """Plain weights cannot continue from EUL's layers; fused layers must share one shape."""
+    if current.kind != "layers":
+        return
+    if spec.prepare_model is None:
+        raise UnmemError(
+            f"version {current.number} holds EUL's unlearning layers over version {current.base}; method "
+            f"'{spec.name}' trains plain weights and cannot continue from them. Use eul, or "
+            f"`unmem store rollback {current.base}` first"
+        )
+    check_structure(current, request.config.method_args)
+
+
+def _with_holdout(config: Any, holdout: Path | None) -> Any:
+    """Calibrated stopping measures against the request's holdout set."""
+    if config.calibrated_stop is None:
+        return config
+    return config.model_copy(
+        update={"calibrated_stop": config.calibrated_stop.model_copy(update={"holdout": holdout})}
+    )
+
+
+def _unlearn(work: Path, config: Any, paths: dict[str, Path], start_from: Version, log: Any) -> Path:
+    """The request's run (``work/run``), or the one an interrupted attempt finished (its
+    checkpoints, if any, resume it)."""
+    from unmem.train import unlearn
+
+    run = work / "run"
+    if not (run / "summary.json").is_file():
+        log(f"unlearning with {config.method} from version {start_from.number}")
+        unlearn(start_from.path, paths["forget"], run, config, retain_path=paths.get("retain"), resume=True)
+    return run
+
+
+def _summaries(work: Path) -> dict[str, Path]:
+    """What the request's folder keeps besides the receipt: summaries only, no records."""
+    run = work / "run"
+    return {
         "eval_before.json": work / "eval-before" / "summary.json",
         "eval_after.json": work / "eval-after" / "summary.json",
         "run_summary.json": run / "summary.json",
         "train_log.jsonl": run / "train_log.jsonl",
         "run_config.json": run / "run_config.json",
     }
-    entry = _commit(store, body, stage if outcome == "honoured" else None, summaries)
-    shutil.rmtree(stage, ignore_errors=True)
-    shutil.rmtree(work, ignore_errors=True)
-    verdict = "honoured" + (" (forced past failed checks)" if body["forced"] else "")
-    if outcome == "refused":
+
+
+def _verdict(request: Request, entry: dict[str, Any]) -> str:
+    if entry["outcome"] == "refused":
         failed = ", ".join(
             f"{c['name']} {c['value']:.3g} {c['op']} {c['threshold']}"
-            for c in checks
+            for c in entry["checks"]
             if c["result"] == "failed"
         )
-        verdict = f"refused: {failed or 'no check could be evaluated'} (the store stays at version {current.number}; --force adds it anyway)"
-    message = f"request {request.id} {verdict}; version {entry['version_after']} is current"
-    return Outcome(outcome, entry, store.request_dir(entry) / "receipt.json", message)
+        verdict = (
+            f"refused: {failed or 'no check could be evaluated'} (the store stays at version "
+            f"{entry['version_before']}; --force adds it anyway)"
+        )
+    else:
+        verdict = "honoured" + (" (forced past failed checks)" if entry["forced"] else "")
+    return f"request {request.id} {verdict}; version {entry['version_after']} is current"
 
 
 def _work_dir(store: Store, request: Request, current: Version, fresh: list[dict[str, Any]]) -> Path:
@@ -228,7 +250,6 @@ def _write_data(work: Path, request: Request, fresh: list[dict[str, Any]]) -> di
 
 
 def _stage_version(
-    store: Store,
     run: Path,
     stage: Path,
     number: int,

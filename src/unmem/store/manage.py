@@ -120,8 +120,12 @@ def verify(store_dir: str | Path, receipts: list[str | Path] = ()) -> VerifyRepo
     )
 
 
-def _or_dash(value: Any) -> str:
-    return "-" if value is None else str(value)
+def _versions(entry: dict[str, Any]) -> str:
+    """``2->3``; a refused or skipped request ``3 (kept)``; the first entry ``0``."""
+    before, after = entry.get("version_before"), entry.get("version_after")
+    if before is None:
+        return str(after)
+    return f"{before}->{after}" if before != after else f"{after} (kept)"
 
 
 def _what(entry: dict[str, Any]) -> str:
@@ -231,7 +235,7 @@ def log_rows(store_dir: str | Path) -> list[dict[str, Any]]:
                 "method": (entry.get("method") or {}).get("name", ""),
                 "outcome": entry.get("outcome", ""),
                 "records": ((entry.get("data") or {}).get("forget") or {}).get("records"),
-                "version": f"{_or_dash(entry.get('version_before'))}->{entry.get('version_after')}",
+                "version": _versions(entry),
                 "mia_auc": after.get("mia_loss_auc"),
                 "utility": after.get("model_utility"),
                 "hash": entry["hash"][:12],

@@ -256,9 +256,12 @@ class Store:
             write_request(entry, stage)
             moves.append((str(stage), str(final)))
         write_json(self.pending_path, {"entry": entry, "moves": moves})
+        for _, target in moves:
+            if Path(target).exists():  # recover() removes what an interrupted commit left
+                raise UnmemError(
+                    f"{target}: exists, and no ledger entry made it; `unmem store verify {self.root}` says more"
+                )
         for source, target in moves:
-            if Path(target).exists():  # left by an undone commit of this same entry number
-                shutil.rmtree(target)
             os.replace(source, target)
         write_entries(self.ledger_path, [*entries, entry])
         self._set_head(entry)
