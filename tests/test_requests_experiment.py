@@ -101,6 +101,12 @@ def test_requests_experiment_end_to_end(tmp_path):
             "continue, union",
         ),
         (
+            "  - {method: eul, method_args",
+            "  - {method: eul, force: maybe, method_args",
+            "methods[0].force",
+            "true or false",
+        ),
+        (
             "accept: {mia_auc_max: 1.0,",
             "accept: {mia_auc_max: 2.0,",
             "requests.accept.mia_auc_max",

@@ -99,12 +99,11 @@ def _check_requests(config: ExperimentConfig, benchmark: BenchmarkPlan) -> None:
     from unmem.data.world import World
     from unmem.store.request import AcceptChecks
 
-    union = next((i for i, entry in enumerate(config.methods) if entry.get("sequence")), None)
     if config.requests is None:
-        if union is not None:
-            raise ConfigError(
-                ("methods", union, "sequence"), "only with `requests:` (a sequence of requests)"
-            )
+        for i, entry in enumerate(config.methods):
+            for key in ("sequence", "force"):
+                if key in entry:
+                    raise ConfigError(("methods", i, key), "only with `requests:` (a sequence of requests)")
         return
     if benchmark.name != "world":
         raise ConfigError(("requests",), "the sequence of requests is the world's: needs `benchmark: world`")

@@ -23,7 +23,7 @@ from unmem.experiment.config import ConfigError, ExperimentConfig, KeyPath, pyda
 from unmem.recipes import Recipe, merge_settings
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
-ENTRY_KEYS = ("name", "sequence")  # keys of a method entry besides UnlearnConfig's
+ENTRY_KEYS = ("name", "sequence", "force")  # keys of a method entry besides UnlearnConfig's
 # With `requests:`: "continue" honours each request from the version before (EUL fuses its
 # layers); "union" unlearns the union of the requests so far from the target every time.
 SEQUENCES = ("continue", "union")
@@ -41,6 +41,7 @@ class RunPlan:
     config: UnlearnConfig
     sweep: str = ""  # the entry's `name` or method: the grid points of one entry form one sweep
     sequence: str = "continue"  # with `requests:`: continue from each version, or "union" (retrain on it)
+    force: bool | None = None  # with `requests:`: keep every version of this run (None: `requests.force`)
 
 
 def _type_error(value: Any, hint: Any) -> str | None:
@@ -95,6 +96,8 @@ def _check_entry(entry: dict[str, Any], where: KeyPath) -> Any:
         spec = get_method(str(entry["method"]))
     except UnmemError as exc:
         raise ConfigError((*where, "method"), str(exc)) from None
+    if not isinstance(entry.get("force", False), bool):
+        raise ConfigError((*where, "force"), f"must be true or false, got {entry['force']!r}")
     if entry.get("sequence", "continue") not in SEQUENCES:
         raise ConfigError(
             (*where, "sequence"), f"must be one of {', '.join(SEQUENCES)}, got {entry['sequence']!r}"
@@ -183,7 +186,7 @@ def expand_entry(
                 raise ConfigError(prefix + error.keypath, error.message) from None
             sweep = entry.get("name") or spec.name
             plan = RunPlan(f"{variant}-s{seed}", variant, spec.name, seed, grid, unlearn_config, sweep)
-            plan.sequence = entry.get("sequence", "continue")
+            plan.sequence, plan.force = entry.get("sequence", "continue"), entry.get("force")
             runs.append(plan)
     return runs
 

@@ -178,7 +178,7 @@ class SequenceRunner(Runner):
     def run_inputs(self, plan: RunPlan) -> dict[str, Any]:
         """Everything a run's sequence is made from: its settings, the target, data and requests."""
         requests = self.exp.config.requests
-        return {
+        inputs = {
             "config": plan.config.model_dump(mode="json"),
             "sequence": plan.sequence,
             "target": self.keys.get("model:target"),
@@ -186,6 +186,7 @@ class SequenceRunner(Runner):
             "requests": requests.model_dump(mode="json") if requests else None,
             "eval": self._eval_settings(),
         }
+        return inputs | ({"force": plan.force} if plan.force is not None else {})  # the entry's own
 
     def _eval_settings(self) -> dict[str, Any]:
         return self.exp.config.eval.model_dump(
@@ -250,11 +251,13 @@ class SequenceRunner(Runner):
         )
         request = resolve(spec, self.out.root, self.exp.source or self.out.root, None)
         with torch_threads(self.exp.config.threads):
-            outcome = forget(
-                self.out.store(plan.name), request, force=bool(requests and requests.force), log=self._say
-            )
+            outcome = forget(self.out.store(plan.name), request, force=self._force(plan), log=self._say)
         self._say(f"{plan.name}, request {k}: {outcome.message}")
         return True
+
+    def _force(self, plan: RunPlan) -> bool:
+        requests = self.exp.config.requests
+        return plan.force if plan.force is not None else bool(requests and requests.force)
 
     def _say(self, line: str) -> None:
         self.console.print(line, highlight=False, soft_wrap=True)
