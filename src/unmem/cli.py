@@ -372,7 +372,10 @@ def eval_cmd(
     benchmark: str = typer.Option(
         "world", help="Data layout: world, tofu, muse (as published) or files (forget/retain/holdout)."
     ),
-    split: str = typer.Option("forget10", help="Forget split (forget01, forget05, forget10)."),
+    split: str = typer.Option(
+        "forget10",
+        help="Forget split (forget01, forget05, forget10; world: requestsNN, its first NN requests).",
+    ),
     retain_model: str | None = typer.Option(
         None, help="Retain model: forget quality and PrivLeak compare against it (cached)."
     ),

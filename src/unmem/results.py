@@ -160,7 +160,8 @@ class SequenceStep(BaseModel):
     outcome: str  # honoured | refused | skipped (store) or "retrained" (union)
     version: int | None = None  # the store's current version after the request
     seconds: float | None = None  # unlearning (and fusing) this request
-    stop_step: int | None = None
+    steps: int | None = None  # optimiser steps it trained
+    stop_step: int | None = None  # the step whose weights calibrated stopping published
     metrics: dict[str, float | None] = Field(default_factory=dict)  # on the union of requests 1..k
     # "j" -> request j's own metrics (its forget probability, ...), measured after request k
     per_request: dict[str, dict[str, float | None]] = Field(default_factory=dict)

@@ -434,7 +434,8 @@ class SequenceRunner(Runner):
     def _add_training(self, step: SequenceStep, plan: RunPlan, k: int) -> None:
         if plan.sequence == "union":
             summary = read_json(self.out.run(f"{plan.name}/k{k:02d}").summary)
-            step.seconds, step.stop_step = summary.get("train_seconds"), summary.get("published_step")
+            step.seconds, step.steps = summary.get("train_seconds"), summary.get("steps")
+            step.stop_step = summary.get("published_step")
             return
         entry = self._ledger_entry(plan, k)
         if entry is None:
@@ -442,6 +443,7 @@ class SequenceRunner(Runner):
         step.outcome, step.version = entry["outcome"], entry["version_after"]
         timing = entry.get("timing") or {}
         step.seconds = (timing.get("unlearn_s") or 0.0) + (timing.get("fuse_s") or 0.0) if timing else None
+        step.steps = (entry.get("training") or {}).get("steps")
         step.stop_step = (entry.get("training") or {}).get("published_step")
         step.checks = entry.get("checks") or []
 

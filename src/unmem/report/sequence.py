@@ -44,13 +44,18 @@ def own_probs(run: SequenceRun) -> dict[str, float]:
     }
 
 
+HONOURED = ("honoured", "retrained")
+
+
 def worst_held(run: SequenceRun, step: SequenceStep) -> tuple[float | None, str | None]:
-    """The largest ratio, over earlier requests j < k, of j's forget probability now to right after j."""
+    """The largest ratio, over earlier honoured requests j < k, of j's forget probability now to
+    right after j (a refused request was never forgotten: it has no such ratio)."""
     own = own_probs(run)
+    honoured = {str(s.k) for s in run.steps if s.outcome in HONOURED}
     ratios = {
         j: values["prob"] / own[j]
         for j, values in step.per_request.items()
-        if int(j) < step.k and values.get("prob") is not None and own.get(j)
+        if int(j) < step.k and j in honoured and values.get("prob") is not None and own.get(j)
     }
     if not ratios:
         return None, None
@@ -68,25 +73,38 @@ def summary_rows(data: SequenceData) -> list[dict[str, Any]]:
         last = run.steps[-1]
         ratio, worst = worst_held(run, last)
         utility = last.metrics.get("model_utility")
-        seconds = [s.seconds for s in run.steps if s.seconds is not None]
         rows.append(
             {
                 "run": run.name,
                 "mode": run.mode,
                 "requests": f"{last.k}",
-                "honoured": sum(s.outcome in ("honoured", "retrained") for s in run.steps),
+                "honoured": sum(s.outcome in HONOURED for s in run.steps),
                 "utility / target": _ratio(utility, target.get("model_utility")),
                 "general ppl / target": _ratio(last.metrics.get("general_ppl"), target.get("general_ppl")),
                 "forget quality per request": " ".join(
                     fmt(s.metrics.get("forget_quality")) for s in run.steps
                 ),
                 "earlier: worst prob ratio": f"{fmt(ratio)} (request {worst})" if ratio is not None else DASH,
-                "median s / request": fmt(statistics.median(seconds)) if seconds else DASH,
+                "median s / request": _median([s.seconds for s in run.steps]),
+                "median steps / request": _median([s.steps for s in run.steps]),
                 "utility ok": _bar(utility, target.get("model_utility")),
-                "earlier forgotten": DASH if ratio is None else ("yes" if ratio <= HELD else "no"),
+                "earlier forgotten": _held(run, ratio),
             }
         )
     return rows
+
+
+def _median(values: list[Any]) -> str:
+    numbers = [v for v in values if v is not None]
+    return fmt(statistics.median(numbers)) if numbers else DASH
+
+
+def _held(run: SequenceRun, ratio: float | None) -> str:
+    """Issue 18's bar: every request honoured, and none back above HELD x its forget probability."""
+    refused = [str(s.k) for s in run.steps if s.outcome not in HONOURED]
+    if refused:
+        return f"no: request {', '.join(refused)} not honoured"
+    return DASH if ratio is None else ("yes" if ratio <= HELD else "no")
 
 
 def _ratio(value: float | None, reference: float | None) -> str:
@@ -110,6 +128,7 @@ def write_sequence_csv(data: SequenceData, path: Path) -> None:
             "outcome",
             "version",
             "seconds",
+            "steps",
             "stop_step",
             *CSV_METRICS,
             "earlier_worst_prob_ratio",
@@ -127,6 +146,7 @@ def write_sequence_csv(data: SequenceData, path: Path) -> None:
                     step.outcome,
                     step.version,
                     step.seconds,
+                    step.steps,
                     step.stop_step,
                     *values,
                     ratio,
