@@ -24,7 +24,7 @@ SEQUENCE = """\
 name: seq
 world: {preset: micro, seed: 0, entities: 40}
 models: {preset: tiny, seed: 0, base_epochs: 1, epochs: 1}
-requests: {count: 3, accept: {mia_auc_max: 1.0, mia_auc_min: 0.0, utility_ratio_min: null}}
+requests: {count: 3, accept: {mia_p_min: null, mia_auc_max: 1.0, mia_auc_min: 0.0, utility_ratio_min: null}}
 defaults: {lr: 1.0e-3, epochs: 1, batch_size: 8, device: cpu}
 methods:
   - {method: eul, method_args: {reduction_factor: 4}}
@@ -121,7 +121,8 @@ def test_requests_mistakes_are_one_line(tmp_path, old, new, field, message):
 
 def test_sequence_without_requests_is_refused(tmp_path):
     text = SEQUENCE.replace(
-        "requests: {count: 3, accept: {mia_auc_max: 1.0, mia_auc_min: 0.0, utility_ratio_min: null}}\n", ""
+        "requests: {count: 3, accept: {mia_p_min: null, mia_auc_max: 1.0, mia_auc_min: 0.0, utility_ratio_min: null}}\n",
+        "",
     )
     with pytest.raises(UnmemError, match=r"field 'methods\[1\]\.sequence': only with `requests:`"):
         load_experiment(_write(tmp_path, text))

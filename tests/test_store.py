@@ -35,7 +35,7 @@ data: {world}
 ids: {ids}
 method: {method}
 settings: {{lr: 1.0e-3, epochs: 2, batch_size: 4, device: cpu, checkpoint_every: 1{extra}}}
-accept: {{mia_auc_max: 1.0, mia_auc_min: 0.0, utility_ratio_min: null, forget_prob_max: 0.9}}
+accept: {{mia_p_min: null, mia_auc_max: 1.0, mia_auc_min: 0.0, utility_ratio_min: null, forget_prob_max: 0.9}}
 eval: {{metrics: [tofu, mia], max_samples: 4, batch_size: 4, device: cpu, threads: 1,
         options: {{max_new_tokens: 4, gradnorm_samples: 2}}}}
 """

@@ -295,7 +295,24 @@ def _evaluate(model: Path, work: Path, name: str, request: Request) -> dict[str,
         retain_cache_dir=work / "retain_cache",
         config=request.eval,
     )
-    return EvalSummary.read(out / "summary.json").metrics
+    metrics = EvalSummary.read(out / "summary.json").metrics
+    return metrics | {"mia_loss_p": membership_p(out / "per_sample" / "mia.jsonl")}
+
+
+def membership_p(rows: Path) -> float | None:
+    """Two-sided Mann-Whitney p of the LOSS attack's forget scores against the holdout's (None
+    without both): how surely the model still tells the forgotten records from unseen ones."""
+    from unmem.io import iter_jsonl
+    from unmem.train.stopping import membership_auc
+
+    scores: dict[str, list[float]] = {"forget": [], "holdout": []}
+    if rows.is_file():
+        for _, row in iter_jsonl(rows):
+            if row.get("set") in scores and row.get("loss") is not None:
+                scores[row["set"]].append(float(row["loss"]))
+    if not scores["forget"] or not scores["holdout"]:
+        return None
+    return membership_auc(scores["forget"], scores["holdout"])[1]
 
 
 def run_checks(request: Request, before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, Any]]:

@@ -17,10 +17,8 @@ from unmem.io import first_difference
 RECEIPT_VERSION = 1
 # Evidence a receipt shows, when the evaluation computed it: (metric id, what it is).
 EVIDENCE = (
-    (
-        "mia_loss_auc",
-        "membership AUC (LOSS attack), forget vs holdout: 0.5 = as unfamiliar as never-seen data",
-    ),
+    ("mia_loss_auc", "membership AUC (LOSS attack), forget vs holdout: 0.5 = as unfamiliar as unseen data"),
+    ("mia_loss_p", "Mann-Whitney p of that attack's scores, forget vs holdout: small = still told apart"),
     ("mia_min_k_auc", "membership AUC (Min-40%), forget vs holdout"),
     ("forget_prob", "mean probability of the forgotten answers"),
     ("forget_exact_mem", "exact memorisation: share of answer tokens the model predicts verbatim"),

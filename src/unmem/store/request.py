@@ -16,7 +16,7 @@ The file (every key is checked; paths are relative to its folder)::
     holdout: holdout.jsonl            # optional: never-seen records like these; calibrated stopping
                                       #   and the membership evidence compare against them
     retain_model: ../models/retain    # optional: forget quality in the evidence
-    accept: {mia_auc_max: 0.6, mia_auc_min: 0.4, utility_ratio_min: 0.9}   # null turns a check off
+    accept: {mia_p_min: 0.05, mia_auc_max: 0.7, utility_ratio_min: 0.9}    # null turns a check off
     eval: {metrics: [tofu, mia, extraction, utility]}                       # unmem.evaluation.EvalConfig
 
 A benchmark request takes its retain and holdout sets, and the utility sets the evaluation
@@ -51,10 +51,15 @@ class AcceptChecks(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    # LOSS membership AUC, forget vs holdout, after unlearning: 0.5 means the forgotten records look
-    # like records the model never saw; below 0.4 it over-forgot, which is itself a tell (PrivLeak).
-    mia_auc_max: float | None = Field(0.6, gt=0, le=1)
-    mia_auc_min: float | None = Field(0.4, ge=0, lt=1)
+    # LOSS membership attack, forget vs holdout, after unlearning. The forgotten records must look
+    # like records the model never saw: the two-sided Mann-Whitney p of their scores against the
+    # holdout's at least mia_p_min (no evidence they differ; a request's size sets how close to
+    # AUC 0.5 that is: 12 records against 120 give AUC a standard error of ~0.09, 120 against 120
+    # ~0.04), and the AUC within [mia_auc_min, mia_auc_max] whatever the size (below 0.5 the model
+    # over-forgot, itself a tell).
+    mia_p_min: float | None = Field(0.05, gt=0, lt=1)
+    mia_auc_max: float | None = Field(0.7, gt=0, le=1)
+    mia_auc_min: float | None = Field(0.3, ge=0, lt=1)
     utility_ratio_min: float | None = Field(0.9, gt=0)  # model utility after / before
     forget_quality_min: float | None = Field(None, gt=0, le=1)  # needs retain_model
     forget_prob_max: float | None = Field(None, gt=0, le=1)  # mean probability of the forget answers
@@ -62,6 +67,7 @@ class AcceptChecks(BaseModel):
 
 # check -> (metric it reads, comparison); utility_ratio reads model_utility after / before.
 CHECKS = {
+    "mia_p_min": ("mia_loss_p", ">="),
     "mia_auc_max": ("mia_loss_auc", "<="),
     "mia_auc_min": ("mia_loss_auc", ">="),
     "utility_ratio_min": ("model_utility_ratio", ">="),
