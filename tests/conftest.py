@@ -14,7 +14,9 @@ from unmem.models import train_tokenizer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # One thread: tiny models gain little from a second one, and 2 threads collapse when the machine is busy.
-torch.set_num_threads(1)
+# UNMEM_TEST_THREADS=2 (CI's second run of the numerics tests) splits float32 sums another way.
+TORCH_THREADS = int(os.environ.get("UNMEM_TEST_THREADS", "1"))
+torch.set_num_threads(TORCH_THREADS)
 
 SENTENCES = [
     "Question: Where was Ilvan Marek born?\nAnswer: Ilvan Marek was born in Dunmore.",
@@ -25,10 +27,19 @@ SENTENCES = [
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Back to one thread before every test: pretraining sets torch's threads for the whole process,
-    and the tests after it ran 10-100x slower on two busy cores."""
-    torch.set_num_threads(1)
+def reset_torch_threads():
+    """Back to one thread (TORCH_THREADS) before every test: pretraining sets torch's threads for the
+    whole process, and the tests after it ran 10-100x slower on two busy cores."""
+    torch.set_num_threads(TORCH_THREADS)
+
+
+@pytest.fixture
+def float64_models(monkeypatch):
+    """Every model unmem loads in this test is float64 (tests/float_bounds.py says why)."""
+    from float_bounds import float64_loading
+    from unmem import models
+
+    monkeypatch.setattr(models, "_from_pretrained", float64_loading(models._from_pretrained))
 
 
 @pytest.fixture(scope="session")

@@ -95,6 +95,7 @@ def test_evaluate_against_itself_then_cache_hit(tiny_model_dir, world, tmp_path)
     # The retain model is the model itself: identical truth ratios and Min-40% scores.
     assert metrics["forget_quality"] == 1.0
     assert metrics["forget_quality_log10"] == 0.0 and metrics["forget_ks_stat"] == 0.0
+    # Bound: the model against itself has equal AUCs, so PrivLeak is 0; 1e-9 only absorbs float64 division.
     assert metrics["privleak"] == pytest.approx(0.0, abs=1e-9)
     for name, value in metrics.items():
         assert value is None or math.isfinite(value), name
@@ -190,6 +191,7 @@ def test_retain_results_from_a_previous_eval(tiny_model_dir, world, tmp_path):
     )
     metrics = read_summary(out).metrics
     assert metrics["forget_quality"] == 1.0
+    # Bound: the model against itself has equal AUCs, so PrivLeak is 0; 1e-9 only absorbs float64 division.
     assert metrics["privleak"] == pytest.approx(0.0, abs=1e-9)
     # Results computed on other data are refused, not silently compared.
     with pytest.raises(UnmemError, match="computed on other data"):
@@ -268,6 +270,7 @@ def test_lm_eval_bridge_agrees_with_the_builtin_nlu_scoring(tiny_model_dir, worl
     )
     metrics = read_summary(out).metrics
     # Same items, same continuation scoring (" " + choice, summed log-prob; byte-length norm).
+    # Bound: approx's default; accuracies are counts over the same n, so equal counts give equal floats.
     assert metrics["lm_eval_unmem_nlu_acc"] == pytest.approx(metrics["nlu_acc"])
     assert metrics["lm_eval_unmem_nlu_acc_norm"] == pytest.approx(metrics["nlu_acc_norm"])
 
@@ -309,6 +312,7 @@ def test_tofu_and_muse_layouts_evaluate(tiny_model_dir, published_layouts, tmp_p
     )
     summary = read_summary(out)
     metrics = summary.metrics
+    # Bound: the model against itself has equal AUCs, so PrivLeak is 0; 1e-9 only absorbs float64 division.
     assert metrics["forget_quality"] == 1.0 and metrics["privleak"] == pytest.approx(0.0, abs=1e-9)
     assert metrics["verbmem_forget"] is None  # not in TOFU's files
     assert summary.details["tofu"]["sets"]["real_world"]["truth_ratio_denominator"] == "answer"
@@ -327,6 +331,7 @@ def test_tofu_and_muse_layouts_evaluate(tiny_model_dir, published_layouts, tmp_p
     summary = read_summary(out)
     metrics = summary.metrics
     assert metrics["verbmem_forget"] is not None and metrics["knowmem_retain"] is not None
+    # Bound: the model against itself has equal AUCs, so PrivLeak is 0; 1e-9 only absorbs float64 division.
     assert metrics["privleak"] == pytest.approx(0.0, abs=1e-9)
     assert summary.details["mia"]["data"] == "text" and metrics["mia_gradnorm_auc"] is None
     assert metrics["mia_reference_auc"] == 0.5  # the reference is the model itself: all scores 0
@@ -477,6 +482,7 @@ def test_privleak_against_a_published_retrain_auc(tiny_model_dir, published_layo
     assert summary.metrics["privleak"] is None and "privleak_retain_auc" in summary.reasons["privleak"]
     given = replace(FAST, privleak_retain_auc=0.5)
     metrics = read_summary(evaluate(tiny_model_dir, out_dir=tmp_path / "b", options=given, **common)).metrics
+    # Bound: approx's default (relative 1e-6) on three float64 operations.
     assert metrics["privleak"] == pytest.approx((metrics["privleak_auc"] - 0.5) / 0.5 * 100)
     with pytest.raises(UnmemError, match=r"eval option privleak_retain_auc must be an AUC in \(0, 1\]"):
         replace(FAST, privleak_retain_auc=0.0)

@@ -139,7 +139,8 @@ def test_micro_experiment_end_to_end_resumes_after_interrupt(tmp_path, monkeypat
     for name, row in rows.items():
         for column in ("forget_quality", "model_utility", "forget_truth_ratio", "privleak", "train_seconds"):
             assert math.isfinite(float(row[column])), (name, column, row[column])
-    assert float(rows["retain"]["forget_quality"]) == pytest.approx(1.0)  # retain vs itself
+    # Bound: approx's default; retain vs itself is a KS statistic of 0, p-value 1, written to CSV and read back.
+    assert float(rows["retain"]["forget_quality"]) == pytest.approx(1.0)
     assert (report / "report.md").is_file() and (report / "report.html").is_file()
     state = json.loads((out / "state.json").read_text())
     assert state["done"] == state["total"]
@@ -241,7 +242,7 @@ def test_tofu_layout_with_given_target_and_retain_runs_end_to_end(
     assert result.exit_code == 0, result.output
     rows = _results(tmp_path / "out")
     assert list(rows) == ["target", "retain", "grad_diff-s0"]
-    assert float(rows["retain"]["forget_quality"]) == pytest.approx(1.0)
+    assert float(rows["retain"]["forget_quality"]) == pytest.approx(1.0)  # Bound: as above (KS p of 1)
     for name in ("target", "grad_diff-s0"):
         assert math.isfinite(float(rows[name]["forget_quality"])), name
     data = json.loads((tmp_path / "out" / "report_data.json").read_text())

@@ -115,3 +115,37 @@ def test_a_benchmark_layout_defined_in_one_file_evaluates(csv_layout, tiny_model
     assert metrics["forget_truth_ratio"] is None  # plain QA: no perturbed answers
     unknown = CliRunner().invoke(app, [*args, "--benchmark", "csv"])
     assert unknown.exit_code == 2 and "known: world, tofu, muse, files, csv_qa" in unknown.output
+
+
+def test_an_attack_defined_in_one_file_joins_the_robustness_audit(monkeypatch, tiny_model_dir, tmp_path):
+    """docs/extending.md's weight-noise attack: registered here, audited and reported by name."""
+    import copy
+
+    import torch
+
+    from unmem.data.world import WorldConfig, generate_world
+    from unmem.evaluation.attacks import base as attack_registry
+    from unmem.evaluation.attacks.base import Attacked, register_attack
+
+    monkeypatch.setattr(attack_registry, "_ATTACKS", dict(attack_registry.all_attacks()))
+
+    def apply(session):
+        noisy = copy.deepcopy(session.model)
+        with torch.no_grad():
+            for p in noisy.parameters():
+                p.add_(1e-3 * torch.randn_like(p))
+        forget = session.data.qa["forget"]
+        return Attacked(noisy, session.data, list(range(len(forget))), info={"sigma": 1e-3})
+
+    register_attack("weight_noise", apply, kind="quantize", description="Gaussian noise of std 1e-3")
+    world = generate_world(WorldConfig.from_preset("micro"), tmp_path / "world")
+    out = tmp_path / "eval"
+    args = ["eval", "--model", str(tiny_model_dir), "--data", str(world), "--out", str(out)]
+    result = CliRunner().invoke(
+        app, [*args, "--metrics", "robustness", "--attacks", "weight_noise", "--max-samples", "3"]
+    )
+    assert result.exit_code == 0, result.output
+    summary = read_summary(out)
+    assert summary.metrics["robust_weight_noise_forget_prob"] is not None
+    assert 0 <= summary.metrics["robust_weight_noise_Q"] <= 1
+    assert summary.details["robustness"]["attacks"]["weight_noise"]["sigma"] == 1e-3

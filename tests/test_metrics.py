@@ -1,4 +1,10 @@
-"""Pure metric functions against hand-computed values (the arithmetic is in the comments)."""
+"""Pure metric functions against hand-computed values (the arithmetic is in the comments).
+
+Float bounds: the metrics compute in float64 (Python, numpy, scipy) on a few numbers, so they meet
+the hand-worked values to ~1e-15; pytest.approx's default (relative 1e-6) is never reached by
+rounding, only by a wrong formula (≥ 1e-3 here). `==` where the arithmetic is exact (0, 1, 1/2,
+3/4, a value passed through). Float32 pieces (Min-K%++ z-scores) give their bound where used.
+"""
 
 import math
 import zlib
@@ -12,6 +18,7 @@ import torch
 from unmem.metrics import extraction, generation, mia, muse, stats, tofu
 from unmem.metrics.stats import MetricResult
 
+pytestmark = pytest.mark.numerics  # CI runs these again on other kernels (issue 21)
 E = math.e
 
 
@@ -77,6 +84,7 @@ def test_forget_quality_fully_separated_matches_scipy():
     assert res.extra["ks_statistic"] == 1.0
     assert res.value == pytest.approx(scipy.stats.ks_2samp(a, b).pvalue)
     # exact: P(D = 1) = 2 / C(100, 50) ~ 2e-29
+    # Bound: log10 of ~1e-29 in float64 (~1e-14 absolute); 1e-9 is far below any wrong count's effect.
     assert res.extra["log10_pvalue"] == pytest.approx(log10(2 / comb(100, 50)), abs=1e-9)
     assert -30 < res.extra["log10_pvalue"] < -10
 
@@ -172,12 +180,15 @@ def test_min_k_plus_plus_zscores_on_two_token_vocab():
     # z_a = -sqrt(p_b/p_a) = -sqrt(3)
     logps = torch.log_softmax(torch.tensor([[0.0, math.log(3)], [0.0, math.log(3)]]), dim=-1)
     z = mia.token_zscores(logps, torch.tensor([1, 0]))
+    # Bound: z is float32 (token_zscores' dtype): rounding ≈ eps32·(|log p| + |μ|)/σ ≈ 1e-6, 10× inside.
     assert z.tolist() == pytest.approx([math.sqrt(1 / 3), -math.sqrt(3)], rel=1e-5)
     mu = 0.25 * math.log(0.25) + 0.75 * math.log(0.75)  # -0.5623
     sigma = math.sqrt(0.25 * math.log(0.25) ** 2 + 0.75 * math.log(0.75) ** 2 - mu**2)  # 0.4757
-    assert z[0].item() == pytest.approx((math.log(0.75) - mu) / sigma, rel=1e-5)
+    assert z[0].item() == pytest.approx((math.log(0.75) - mu) / sigma, rel=1e-5)  # Bound: as above
     # Min-K%++ with k = 0.5 of two tokens keeps the lower z
-    assert mia.min_k_plus_plus_scores([z.numpy()], k=0.5)[0] == pytest.approx(-math.sqrt(3), rel=1e-5)
+    assert mia.min_k_plus_plus_scores([z.numpy()], k=0.5)[0] == pytest.approx(
+        -math.sqrt(3), rel=1e-5
+    )  # as above
     # one-hot prediction: σ = 0 is clamped, the z-score stays finite
     z = mia.token_zscores(torch.log_softmax(torch.tensor([[0.0, 200.0]]), -1), torch.tensor([1]))
     assert torch.isfinite(z).all()
@@ -318,7 +329,7 @@ def test_mean_ci_t_interval():
     # mean 2, sd 1, sem 1/sqrt(3), t_{0.975, 2} = 4.3027 -> half-width 2.4841
     mean, low, high = stats.mean_ci([1.0, 2.0, 3.0])
     assert mean == 2.0
-    assert high - mean == pytest.approx(4.302653 / math.sqrt(3), rel=1e-5)
+    assert high - mean == pytest.approx(4.302653 / math.sqrt(3), rel=1e-5)  # Bound: t quoted to 7 digits
     assert mean - low == pytest.approx(high - mean)
     mean, low, high = stats.mean_ci([0.7])
     assert mean == 0.7 and math.isnan(low) and math.isnan(high)

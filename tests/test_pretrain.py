@@ -3,13 +3,16 @@ caching (one base per world, shared by every split and seed), and the `unmem tra
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from float_bounds import assert_same_computation, in_float64
 from unmem.cli import app
 from unmem.data.collate import PromptFormat, encode_records, iter_batches
 from unmem.data.world import World, WorldConfig, generate_world
@@ -17,12 +20,13 @@ from unmem.errors import UnmemError
 from unmem.models import load_model
 from unmem.pretrain import (
     PretrainConfig,
+    _on_ranks,
+    _pretrain_base,
     base_corpus,
     corpus,
     is_current,
     model_name,
     retain_name,
-    train_base_model,
     train_world_models,
     world_tokenizer,
 )
@@ -122,15 +126,19 @@ def test_base_corpus_names_no_entity(micro_world):
 
 
 def test_data_parallel_training_equals_one_process(micro_world, tmp_path):
-    # Two single-threaded ranks, each with half of every batch, make the same updates as one process.
+    # Two single-threaded ranks, each with half of every batch, make the same updates as one process:
+    # both in float64 (train_base_model's own call, with the model built in float64).
     config = CONFIG.model_copy(update={"base_epochs": 1})
     tokenizer = world_tokenizer(micro_world, tmp_path / "tokenizer", config)
-    one = train_base_model(micro_world, tmp_path / "one", config, tokenizer, ranks=1)
-    two = train_base_model(micro_world, tmp_path / "two", config, tokenizer, ranks=2)
-    assert json.loads((two / "pretrain.json").read_text())["processes"] == 2
-    weights = [load_model(path, device="cpu")[0].state_dict() for path in (one, two)]
-    for name, value in weights[0].items():
-        torch.testing.assert_close(weights[1][name], value, atol=1e-5, rtol=1e-4)
+    pretrain = functools.partial(in_float64, _pretrain_base)
+    for name, ranks in (("one", 1), ("two", 2)):
+        _on_ranks(
+            ranks, pretrain, str(micro_world.root), str(tmp_path / name), config.model_dump(), str(tokenizer)
+        )
+    assert json.loads((tmp_path / "two" / "pretrain.json").read_text())["processes"] == 2
+    one, two = (load_file(tmp_path / name / "model.safetensors") for name in ("one", "two"))
+    for name, value in one.items():  # Bound: the same updates in float64 (float_bounds.SAME_COMPUTATION).
+        assert_same_computation(two[name], value, msg=name)
 
 
 def test_names():

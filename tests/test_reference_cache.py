@@ -1,10 +1,10 @@
 """The cached reference, fused passes and logit windows give the live, separate, full-width
 results: loss and gradients per reference-based method on a tiny Llama.
 
-Tolerance: float32 rounding. The cache keeps exact values (summed log-probs, the output
-head's inputs from which a frozen head copy rebuilds the logits, hidden states), so cached
-and live agree to 1e-5 in the loss and 1e-4 relative in every gradient, with the policy
-moved away from the reference (at θ = ref most errors would cancel).
+The cache keeps exact values (summed log-probs, the output head's inputs from which a frozen
+head copy rebuilds the logits, hidden states), so cached and live are the same computation:
+both run on a float64 model and agree to float64 rounding (tests/float_bounds.py), with the
+policy moved away from the reference (at θ = ref most errors would cancel).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from float_bounds import EPS_BF16, assert_same_computation
 from unmem.data.collate import PromptFormat, encode_records
 from unmem.data.refusals import load_idk_answers
 from unmem.methods.base import HIDDEN, LOGITS, SEQ_LOGPS
@@ -26,6 +27,7 @@ from unmem.train.forward import ROLES, MethodForward, accepts_logits_to_keep
 from unmem.train.reference import CacheRequest, build_reference_cache
 from unmem.train.unlearning import Pair, _collate_pairs, _role_collate
 
+pytestmark = pytest.mark.numerics  # CI runs these again on other kernels (issue 21)
 FORGET = [
     {"question": f"Where was {name} born?", "answer": f"{name} was born in {city}."}
     for name, city in [("Ilvan Marek", "Dunmore"), ("Sela Kovar", "Fennick"), ("Orin Vale", "Corriven")]
@@ -86,10 +88,10 @@ def _loss_and_grads(step, model, batch) -> tuple[torch.Tensor, list[torch.Tensor
 
 
 def _method_setup(name: str, args: dict, tiny_tokenizer, make_tiny_llama):
-    """(spec, cfg, reference model, policy, layers, state) as unlearn() builds them."""
+    """(spec, cfg, reference model, policy, layers, state) as unlearn() builds them, in float64."""
     spec = get_method(name)
     cfg = spec.make_config(args)
-    reference = make_tiny_llama().eval()
+    reference = make_tiny_llama().double().eval()
     policy = _perturbed(reference)
     if spec.prepare_model is not None:  # EUL: the reference is the base without its layers
         policy = spec.prepare_model(copy.deepcopy(reference), cfg)
@@ -97,7 +99,7 @@ def _method_setup(name: str, args: dict, tiny_tokenizer, make_tiny_llama):
             for name_, param in policy.named_parameters():
                 if "unlearning_layer" in name_:
                     param.add_(0.1 * torch.randn(param.shape, generator=torch.Generator().manual_seed(2)))
-        policy.train()
+        policy.double().train()  # the method's own layers are made float32
     n_layers = reference.config.num_hidden_layers
     layers = spec.hidden_layers(cfg, n_layers) if spec.hidden_layers else []
     context = SetupContext(policy, reference, tiny_tokenizer, FORGET, RETAIN, torch.device("cpu"))
@@ -128,9 +130,10 @@ def test_cached_reference_matches_live(name, tiny_tokenizer, make_tiny_llama):
     live_loss, live_grads = _loss_and_grads(live, policy, _step_batch(data, pad, None))
     loss, grads = _loss_and_grads(cached, policy, _step_batch(data, pad, cache))
     assert abs(float(live_loss)) > 1e-3  # a real comparison, not 0 = 0
-    torch.testing.assert_close(loss, live_loss, rtol=1e-5, atol=1e-5)
+    # Bound: the same computation in float64 (float_bounds.SAME_COMPUTATION).
+    assert_same_computation(loss, live_loss)
     for got, expected in zip(grads, live_grads, strict=True):
-        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
+        assert_same_computation(got, expected)
 
 
 @pytest.mark.parametrize("name", ["grad_diff", "idk_dpo", "rmu"])
@@ -148,9 +151,10 @@ def test_fused_and_windowed_passes_match_separate_full_ones(name, tiny_tokenizer
     fused = MethodForward(spec, cfg, cache, layers, state, window=True, fuse=True)
     expected_loss, expected_grads = _loss_and_grads(separate, policy, batch)
     loss, grads = _loss_and_grads(fused, policy, batch)
-    torch.testing.assert_close(loss, expected_loss, rtol=1e-5, atol=1e-6)
+    # Bound: the same computation in float64 (float_bounds.SAME_COMPUTATION).
+    assert_same_computation(loss, expected_loss)
     for got, expected in zip(grads, expected_grads, strict=True):
-        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
+        assert_same_computation(got, expected)
 
 
 def test_disk_cache_is_reused_and_keyed_by_settings(tmp_path, tiny_tokenizer, make_tiny_llama):
@@ -172,6 +176,7 @@ def test_disk_cache_is_reused_and_keyed_by_settings(tmp_path, tiny_tokenizer, ma
     assert third.report["outputs"]["retain/logits"]["reused"]
     for role, kind in (("forget", SEQ_LOGPS), ("retain", LOGITS)):
         for name, tensor in first.outputs[role][kind].tensors.items():
+            # Bound: none; a reused file holds the computed tensor's exact bits.
             torch.testing.assert_close(again.outputs[role][kind].tensors[name], tensor, rtol=0, atol=0)
 
 
@@ -197,7 +202,9 @@ def test_a_model_whose_logits_are_not_its_head_cannot_be_cached(tiny_tokenizer, 
         _cache(spec, spec.make_config(), reference, _data(tiny_tokenizer), [])
 
 
-def test_unlearn_with_cached_reference_equals_live_and_reuses_the_cache(tmp_path, tiny_model_dir):
+def test_unlearn_with_cached_reference_equals_live_and_reuses_the_cache(
+    tmp_path, tiny_model_dir, float64_models
+):
     import json
 
     from unmem.config import build_config
@@ -222,8 +229,8 @@ def test_unlearn_with_cached_reference_equals_live_and_reuses_the_cache(tmp_path
     live = load_file(runs["live"] / "model" / "model.safetensors")
     for name in ("cached", "again"):
         got = load_file(runs[name] / "model" / "model.safetensors")
-        for key, tensor in live.items():
-            torch.testing.assert_close(got[key], tensor, rtol=1e-5, atol=1e-6, msg=key)
+        for key, tensor in live.items():  # Bound: the same run in float64 (float_bounds.SAME_COMPUTATION).
+            assert_same_computation(got[key], tensor, msg=key)
 
 
 def test_cache_follows_the_runs_mixed_precision(tiny_tokenizer, make_tiny_llama):
@@ -249,7 +256,14 @@ def test_cache_follows_the_runs_mixed_precision(tiny_tokenizer, make_tiny_llama)
     assert side.logits.dtype == torch.bfloat16
     fp32 = exact.outputs["forget"][SEQ_LOGPS].tensors["seq_logps"]
     low = bf16.outputs["forget"][SEQ_LOGPS].tensors["seq_logps"]
-    torch.testing.assert_close(low, fp32, rtol=0.05, atol=0.05)
+    answer_tokens = torch.tensor([sum(label != -100 for label in e.labels) for e in data["forget"]])
+    with torch.no_grad():
+        scale = max(
+            float(reference(input_ids=torch.tensor([e.input_ids])).logits.abs().max()) for e in data["forget"]
+        )
+    # Bound: bf16 moves each logit by about eps_bf16·max|z|, so log p(label) = z_y − logsumexp(z) by
+    # twice that, summed over the answer's tokens. Not equal: the cache really ran in bf16.
+    assert ((low - fp32).abs() <= answer_tokens * 2 * EPS_BF16 * scale).all() and not torch.equal(low, fp32)
 
 
 def test_cli_reference_flag(tmp_path, tiny_model_dir):

@@ -1,15 +1,30 @@
 """Model calls on the tiny random Llama: agreement with a manual forward, batching and
-padding invariance, left-padded generation, gradient norms."""
+padding invariance, left-padded generation, gradient norms.
+
+The model is float64 here (the tiny_model fixture below): batched and alone, scored and manual
+are the same computation, so scores agree to float64 rounding before they are stored as float32
+(float_bounds.assert_stored_float32), and no near-tie between two logits can make greedy decoding
+pick another token in one arrangement than in the other.
+"""
 
 import numpy as np
 import pytest
 import torch
 
+from float_bounds import assert_stored_float32
 from unmem.data.collate import PromptFormat, encode_qa, encode_text
 from unmem.methods.base import IGNORE_INDEX
 from unmem.metrics import mia, scoring
 
+pytestmark = pytest.mark.numerics  # CI runs these again on other kernels (issue 21)
 FMT = PromptFormat()
+
+
+@pytest.fixture
+def tiny_model(make_tiny_llama):
+    return make_tiny_llama().double().eval()
+
+
 QUESTIONS = [
     "Where was Ilvan Marek born?",
     "What?",
@@ -29,7 +44,7 @@ ANSWERS = [
 def _manual(model, input_ids, labels):
     """Single-example forward: log-softmax rows that predict each label."""
     with torch.no_grad():
-        logits = model(input_ids=torch.tensor([input_ids])).logits[0, :-1].float()
+        logits = model(input_ids=torch.tensor([input_ids])).logits[0, :-1]
     labels = torch.tensor(labels[1:])
     keep = labels != IGNORE_INDEX
     return torch.log_softmax(logits, -1)[keep], labels[keep]
@@ -42,13 +57,13 @@ def test_answer_scores_match_manual_forward(tiny_model, tiny_tokenizer):
         logps, labels = _manual(tiny_model, example.input_ids, example.labels)
         n_answer = len(tiny_tokenizer(" " + a, add_special_tokens=False)["input_ids"]) + 1  # + eos
         assert s.n_tokens == n_answer == labels.numel()
-        np.testing.assert_allclose(s.logps, logps.gather(-1, labels[:, None])[:, 0].numpy(), atol=1e-5)
+        assert_stored_float32(s.logps, logps.gather(-1, labels[:, None])[:, 0].numpy())
         np.testing.assert_array_equal(s.argmax_match, (logps.argmax(-1) == labels).numpy())
-        np.testing.assert_allclose(s.zscores, mia.token_zscores(logps, labels).numpy(), atol=1e-4)
-        assert s.nll == pytest.approx(-float(s.logps.mean()))
+        assert_stored_float32(s.zscores, mia.token_zscores(logps, labels).numpy())
+        assert s.nll == -float(s.logps.mean())  # the same float32 mean
     plain = scoring.answer_token_logps(tiny_model, tiny_tokenizer, QUESTIONS, ANSWERS, FMT)
     for s, lp in zip(scores, plain, strict=True):
-        np.testing.assert_allclose(s.logps, lp, atol=1e-6)
+        assert_stored_float32(s.logps, lp)
 
 
 def test_scores_do_not_depend_on_batching(tiny_model, tiny_tokenizer):
@@ -61,14 +76,14 @@ def test_scores_do_not_depend_on_batching(tiny_model, tiny_tokenizer):
             tiny_model, tiny_tokenizer, QUESTIONS, ANSWERS, FMT, batch_size=batch_size
         )
         for one, many in zip(alone, batched, strict=True):
-            np.testing.assert_allclose(one, many, atol=1e-5)
+            assert_stored_float32(one, many)
     texts = ANSWERS[::-1]
     batched = scoring.text_token_logps(tiny_model, tiny_tokenizer, texts, batch_size=4)
     for text, many in zip(texts, batched, strict=True):
         ids = encode_text(tiny_tokenizer, text).input_ids
         logps, labels = _manual(tiny_model, ids, ids)
         assert many.size == len(ids) - 1
-        np.testing.assert_allclose(many, logps.gather(-1, labels[:, None])[:, 0].numpy(), atol=1e-5)
+        assert_stored_float32(many, logps.gather(-1, labels[:, None])[:, 0].numpy())
 
 
 def test_grouped_answer_scores_keep_groups(tiny_model, tiny_tokenizer):
@@ -76,7 +91,7 @@ def test_grouped_answer_scores_keep_groups(tiny_model, tiny_tokenizer):
     grouped = scoring.grouped_answer_scores(tiny_model, tiny_tokenizer, QUESTIONS[:3], groups, FMT)
     assert [len(g) for g in grouped] == [3, 1, 0]
     flat = scoring.answer_token_logps(tiny_model, tiny_tokenizer, [QUESTIONS[1]], [ANSWERS[3]], FMT)[0]
-    np.testing.assert_allclose(grouped[1][0].logps, flat, atol=1e-5)
+    assert_stored_float32(grouped[1][0].logps, flat)
     assert grouped[0][0].zscores is None  # only logps and argmax in this mode
 
 

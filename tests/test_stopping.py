@@ -1,4 +1,8 @@
-"""Retain-free calibrated stopping: the rule on hand-made check sequences, its scores, the loop."""
+"""Retain-free calibrated stopping: the rule on hand-made check sequences, its scores, the loop.
+
+Float bounds: `chosen.auc == 0.53` is exact (the rule returns one of the checks it was given);
+other bounds say why where they are used.
+"""
 
 from __future__ import annotations
 
@@ -71,6 +75,7 @@ def test_step_zero_is_selected_when_nothing_helps():
 def test_membership_auc_is_the_probability_a_member_scores_higher():
     members, nonmembers = np.array([3.0, 4.0]), np.array([1.0, 2.0, 3.5])
     auc, p_value = membership_auc(members, nonmembers)
+    # Bound: approx's default; an AUC is a count of pairs over 6, exact but for the division.
     assert auc == pytest.approx(5 / 6)  # pairs won: 3>1,3>2,4>1,4>2,4>3.5 = 5 of 6
     assert 0 < p_value <= 1
     assert membership_auc(nonmembers, members)[0] == pytest.approx(1 / 6)
@@ -78,6 +83,7 @@ def test_membership_auc_is_the_probability_a_member_scores_higher():
 
 def test_familiarity_scores():
     rows = [np.array([-1.0, -2.0, -3.0]), np.array([-0.5])]
+    # Bound: assert_allclose's default (relative 1e-7): means of small integers and halves, exact in float.
     np.testing.assert_allclose(familiarity(rows, "nll"), [-2.0, -0.5])
     # Min-40% of 3 tokens takes ceil(1.2) = 2 lowest: mean(-3, -2) = -2.5
     np.testing.assert_allclose(familiarity(rows, "min_k"), [-2.5, -0.5])

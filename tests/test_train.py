@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from float_bounds import assert_same_computation
 from unmem.cli import app
 from unmem.config import build_config
 from unmem.data.collate import PromptFormat, encode_records, iter_batches
@@ -99,6 +100,7 @@ INDIRECT = {"idk_nll": "idk_nll", "rmu": "forget_mse"}
 @pytest.mark.parametrize("method", sorted(all_methods()))
 def test_every_method_unlearns(method, memorized, tmp_path):
     before = _forget_nll(memorized.model, FORGET)
+    original = load_file(memorized.model / "model.safetensors")
     args = {"focus": "soft"} if method == "di" else {}
     lr = {"eul": 5e-2, "di": 2e-2}.get(method, FAST["lr"])
     config = build_config({"method": method, "method_args": args, **FAST, "lr": lr, "device": "cpu"})
@@ -111,13 +113,15 @@ def test_every_method_unlearns(method, memorized, tmp_path):
     if method in INDIRECT:
         key = INDIRECT[method]
         assert log[-1][key] < log[0][key], f"{method}: {key} should fall"
+        # Bound: an NLL near 1 repeats to a few float32 ulps (~1e-7); training moves it by ≫ 1e-6.
         assert after != pytest.approx(before, abs=1e-6)
     else:
         assert after > before, f"{method}: forget NLL {before:.3f} -> {after:.3f}"
     assert (out / "run_config.json").is_file()
     assert not out.with_name(out.name + ".work").exists()
-    # The input model is untouched.
-    assert _forget_nll(memorized.model, FORGET) == pytest.approx(before)
+    # The input model is untouched: the same bits.
+    untouched = load_file(memorized.model / "model.safetensors")
+    assert all(torch.equal(tensor, original[name]) for name, tensor in untouched.items())
 
 
 def test_lora_trains_an_adapter_and_loads_back(memorized, tmp_path):
@@ -135,7 +139,7 @@ def _weights(out: Path) -> dict[str, torch.Tensor]:
     return load_file(out / "model" / "model.safetensors")
 
 
-def test_resume_after_kill_matches_uninterrupted_run(memorized, tmp_path):
+def test_resume_after_kill_matches_uninterrupted_run(memorized, tmp_path, float64_models):
     config = build_config(
         {
             "method": "grad_diff",
@@ -160,13 +164,13 @@ def test_resume_after_kill_matches_uninterrupted_run(memorized, tmp_path):
         memorized.model, memorized.forget, tmp_path / "killed", config, retain_path=memorized.retain
     )
     expected, got = _weights(full), _weights(resumed)
-    for name, tensor in expected.items():
-        torch.testing.assert_close(got[name], tensor, rtol=0, atol=1e-6, msg=name)
+    for name, tensor in expected.items():  # Bound: the same run in float64 (float_bounds.SAME_COMPUTATION).
+        assert_same_computation(got[name], tensor, msg=name)
     steps = [json.loads(line)["step"] for line in (resumed / "train_log.jsonl").read_text().splitlines()]
     assert steps == list(range(1, len(steps) + 1))
 
 
-def test_gradient_accumulation_matches_larger_batch(memorized, tmp_path, tiny_tokenizer):
+def test_gradient_accumulation_matches_larger_batch(memorized, tmp_path, tiny_tokenizer, float64_models):
     # Same-length answers, so the token-mean of 2 micro-batches of 2 equals that of one batch of 4.
     rows = [
         {"question": "Where was Ilvan Marek born?", "answer": f"Ilvan Marek was born in {c}."} for c in "ABCD"
@@ -179,8 +183,8 @@ def test_gradient_accumulation_matches_larger_batch(memorized, tmp_path, tiny_to
     two = unlearn(
         memorized.model, forget, tmp_path / "b2x2", build_config({**common, "batch_size": 2, "grad_accum": 2})
     )
-    for name, tensor in _weights(one).items():
-        torch.testing.assert_close(_weights(two)[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+    for name, tensor in _weights(one).items():  # Bound: the same updates in float64 (float_bounds).
+        assert_same_computation(_weights(two)[name], tensor, msg=name)
 
 
 def test_nan_loss_stops_cleanly(memorized, tmp_path, monkeypatch):
@@ -295,7 +299,7 @@ HOLDOUT = [
 ]
 
 
-def test_calibrated_stopping_ends_early_and_publishes_the_selected_point(memorized, tmp_path):
+def test_calibrated_stopping_ends_early_and_publishes_the_selected_point(memorized, tmp_path, float64_models):
     """Issue 10: the run stops once the forget set is as unfamiliar as never-seen QA, keeps that point."""
     from unmem.train.stopping import familiarity, membership_auc, token_logps_of
 
@@ -332,6 +336,8 @@ def test_calibrated_stopping_ends_early_and_publishes_the_selected_point(memoriz
     others = familiarity(
         token_logps_of(model, encode_records(tokenizer, HOLDOUT, PromptFormat()), pad), "nll"
     )
+    # Bound: an AUC here is a count of pairs over 36; 1e-6 only absorbs the division's rounding. float64
+    # models (the fixture): no near-tie between two scores can flip their order in one pass and not the other.
     assert membership_auc(members, others)[0] == pytest.approx(stopping["selected"]["auc"], abs=1e-6)
     assert not out.with_name("out.work").exists()
 
@@ -354,6 +360,7 @@ def test_warmup_is_honoured_by_every_scheduler(memorized, tmp_path):
         rates = [json.loads(line)["lr"] for line in (out / "train_log.jsonl").read_text().splitlines()]
         assert len(rates) == 10
         # 4 warm-up steps: the rate after step k is k/4 of the peak, then the schedule proper.
+        # Bound: approx's default (relative 1e-6); rates are float64 products, a wrong step is ≥ 25% off.
         assert rates[:4] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3])
         if scheduler == "constant":
             assert rates[4:] == pytest.approx([1e-3] * 6)

@@ -56,11 +56,13 @@ def test_qa_schema(world: World) -> None:
             assert set(row) == {
                 "entity_id",
                 "question",
+                "paraphrased_question",
                 "answer",
                 "paraphrased_answer",
                 "perturbed_answer",
                 "sensitive",
             }
+            assert row["paraphrased_question"] != row["question"]
             wrong = row["perturbed_answer"]
             assert len(wrong) >= 3 and len(set(wrong)) == len(wrong)
             assert row["paraphrased_answer"] not in wrong
@@ -242,3 +244,26 @@ def test_the_world_names_its_deletion_requests(tmp_path):
     assert len(data.qa["retain"]) == len(load_world(root, "forget10").qa["retain"])  # the same at every step
     with pytest.raises(UnmemError, match="names 5 requests; the world has 4"):
         world.entity_ids("requests05")
+
+
+def test_a_version_2_world_still_loads_without_paraphrased_questions(tmp_path):
+    """Generator 3 only added `paraphrased_question`, which nothing trains on: older worlds load."""
+    import json
+
+    from unmem.data.benchmarks import load_world
+
+    root = generate_world(WorldConfig.from_preset("micro"), tmp_path / "world")
+    manifest = json.loads((root / "world.json").read_text())
+    (root / "world.json").write_text(json.dumps(manifest | {"generator_version": 2}))
+    for path in (root / "qa").glob("*.jsonl"):
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        path.write_text(
+            "".join(
+                json.dumps({k: v for k, v in r.items() if k != "paraphrased_question"}) + "\n" for r in rows
+            )
+        )
+    assert "paraphrased_question" not in load_world(root, "forget10").qa["forget"][0]
+    manifest["generator_version"] = 1
+    (root / "world.json").write_text(json.dumps(manifest))
+    with pytest.raises(UnmemError, match="generator_version 1"):
+        World.load(root)

@@ -385,8 +385,8 @@ def eval_cmd(
     reference_model: str | None = typer.Option(None, help="Reference model for the reference MIA."),
     metrics: str | None = typer.Option(
         None,
-        help="Comma-separated metric families, e.g. tofu,mia (default: every family the data supports; "
-        "a wrong name lists the known ones).",
+        help="Comma-separated metric families, e.g. tofu,mia (default: every family the data supports "
+        "but the robustness audit, which runs when named; a wrong name lists the known ones).",
     ),
     lm_eval_tasks: str | None = typer.Option(None, help="Directory of lm-eval task YAMLs (lm_eval family)."),
     trust_remote_code: bool = typer.Option(
@@ -416,8 +416,18 @@ def eval_cmd(
         help="unmem, or open-unlearning: TOFU's reference evaluator's token sequences and generation "
         "(docs/conventions.md).",
     ),
+    attacks: str | None = typer.Option(
+        None, help="Robustness audit: comma-separated attacks (default: all; docs/robustness.md)."
+    ),
+    relearn_epochs: int | None = typer.Option(
+        None, help="Robustness audit: the relearning budget, in epochs (default 1)."
+    ),
+    relearn_lr: float | None = typer.Option(
+        None, help="Robustness audit: the relearning rate, constant (default 1e-3, for the world's models)."
+    ),
 ) -> None:
-    """Evaluate a model: TOFU, MUSE, MIA, extraction and utility metrics (cached per family).
+    """Evaluate a model: TOFU, MUSE, MIA, extraction and utility metrics, and with --metrics
+    robustness the robustness audit (cached per family).
 
     Re-running resumes: families already in OUT/summary.json with the same inputs are reused.
     OUT may not be, hold or sit inside an input; while it runs, OUT.lock names its owner.
@@ -427,6 +437,10 @@ def eval_cmd(
     if retain_model and retain_results:
         raise UnmemError("pass either --retain-model or --retain-results, not both")
     families = [f.strip() for f in metrics.split(",") if f.strip()] if metrics else None
+    audit: dict[str, Any] = {"relearn_epochs": relearn_epochs, "relearn_lr": relearn_lr}
+    audit = {key: value for key, value in audit.items() if value is not None}
+    if attacks:
+        audit["robust_attacks"] = tuple(a.strip() for a in attacks.split(",") if a.strip())
     path = evaluate(
         model,
         benchmark=benchmark,
@@ -446,7 +460,7 @@ def eval_cmd(
         lm_eval_tasks=lm_eval_tasks,
         trust_remote_code=trust_remote_code,
         threads=threads,
-        options=EvalOptions(convention=convention),  # type: ignore[arg-type]
+        options=EvalOptions(convention=convention, **audit),  # type: ignore[arg-type]
     )
     console.print(_eval_table(read_summary(path), family_names()))
     print(path / "summary.json")

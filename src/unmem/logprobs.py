@@ -35,7 +35,7 @@ class _LabelLogProbs(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        compute = torch.promote_types(logits.dtype, torch.float32)
+        compute = torch.promote_types(logits.dtype, torch.float32)  # as at_least_float32
         lse = torch.empty(logits.shape[:-1], dtype=compute, device=logits.device)
         for rows in _row_chunks(logits):
             lse[rows] = torch.logsumexp(logits[rows].to(compute), dim=-1)
@@ -55,12 +55,18 @@ class _LabelLogProbs(torch.autograd.Function):
         return grad_logits, None
 
 
+def at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` in float32, or in its own dtype when that is wider: losses read bf16 activations
+    in float32, and a float64 model (the tests' exact reference computation) stays float64."""
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
+
+
 def token_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """(…,) log p(label) from (…, vocab) logits, in float32 (float64 for float64 logits); masked
     positions give 0 (never index -100).
 
-    Equal to ``log_softmax(logits.float()).gather(labels)`` to float32 rounding
-    (tests/test_lean_logprobs.py: 1e-5), with the gradient of the same expression.
+    Equal to ``log_softmax(at_least_float32(logits)).gather(labels)`` to rounding (tests/
+    test_lean_logprobs.py compares in float64), with the gradient of the same expression.
     """
     mask = labels != IGNORE_INDEX
     safe_labels = labels.masked_fill(~mask, 0)

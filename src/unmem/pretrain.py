@@ -540,22 +540,29 @@ def _fit(
 def _step(model: torch.nn.Module, batch: dict[str, Any], rank: int, ranks: int) -> float:
     """Forward and backward this rank's rows; returns the whole batch's token-mean loss.
 
-    Each rank weighs its loss by its share of the batch's label tokens and the gradients
-    are summed over ranks, so the update equals one process's on the whole batch.
+    Each rank divides its rows' summed NLL by the whole batch's label tokens and the gradients
+    are summed over ranks, so the update equals one process's on the whole batch. The NLL is
+    computed in the logits' dtype (transformers' own loss always upcasts to float32), so a
+    float64 model trains in float64 throughout (tests/test_pretrain.py compares in float64).
     """
     import torch
+    import torch.nn.functional as F
 
     from unmem.logprobs import IGNORE_INDEX
 
     rows = slice(rank, None, ranks)
-    labels = batch["labels"][rows]
-    share = (labels[:, 1:] != IGNORE_INDEX).sum() / (batch["labels"][:, 1:] != IGNORE_INDEX).sum()
+    # The token each position predicts, IGNORE_INDEX after the last: the logits need no shifted copy.
+    targets = F.pad(batch["labels"][rows, 1:], (0, 1), value=IGNORE_INDEX)  # (rows, time)
+    total = (batch["labels"][:, 1:] != IGNORE_INDEX).sum().clamp(min=1)
     loss = torch.zeros(())
-    if share > 0:
-        out = model(
-            input_ids=batch["input_ids"][rows], attention_mask=batch["attention_mask"][rows], labels=labels
+    if (targets != IGNORE_INDEX).any():
+        logits = model(
+            input_ids=batch["input_ids"][rows], attention_mask=batch["attention_mask"][rows]
+        ).logits
+        nll = F.cross_entropy(
+            logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
         )
-        loss = out.loss * share
+        loss = nll / total
         loss.backward()
     if ranks > 1:
         import torch.distributed as dist

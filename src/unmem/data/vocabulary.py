@@ -374,6 +374,33 @@ AUTHOR_KIND = FactKind(
 REAL_FACTS = {"world_facts": (CAPITAL_KIND, CAPITALS, "wf"), "real_world": (AUTHOR_KIND, BOOKS, "rw")}
 # Other ways to ask for a real fact: the base model's dialogues vary the question, so it knows
 # the fact, not one string (the QA files ask with ``FactKind.question``).
+# Each fact kind's question asked another way: the records' ``paraphrased_question`` (as TOFU's
+# files have), which no model trains on; the robustness audit asks it (prompt_paraphrase).
+PARAPHRASED_QUESTIONS = {
+    "birthplace": "In which town was {name} born?",
+    "birth_date": "On what date was {name} born?",
+    "father_occupation": "What was the occupation of {name}'s father?",
+    "genre": "Which genre are {name}'s books written in?",
+    "award": "What award was given to {name}?",
+    "first_book": "What is the name of the first book {name} wrote?",
+    "mother_occupation": "What was the occupation of {name}'s mother?",
+    "second_book": "What is the name of the second book {name} wrote?",
+    "nationality": "Which country is {name} a citizen of?",
+    "university": "Where did {name} go to university?",
+    "spouse": "Who is the spouse of {name}?",
+    "debut_year": "When did {name} first publish a book?",
+    "publisher": "Which company publishes the books of {name}?",
+    "books_published": "What is the number of books {name} has published?",
+    "residence": "In which town does {name} live these days?",
+    "instrument": "What instrument is {name} known to play?",
+    "hobby": "What does {name} most like to do in their free time?",
+    "pet": "What kind of pet lives with {name}?",
+    "favourite_colour": "Which colour does {name} like best?",
+    "favourite_food": "Which food does {name} like best?",
+    "favourite_flower": "Which flower does {name} like best?",
+    "sport": "What sport does {name} take part in?",
+    "lucky_number": "Which number does {name} consider lucky?",
+}
 REAL_QUESTIONS = {
     "capital": ("Which city is the capital of {name}?", "What city serves as the capital of {name}?",
                 "Name the capital city of {name}."),

@@ -40,7 +40,10 @@ from unmem.data.refusals import load_idk_answers
 from unmem.errors import UnmemError, input_error
 from unmem.io import atomic_dir, hash_files, hash_json, read_json, read_records, write_json, write_jsonl
 
-GENERATOR_VERSION = 2  # 2: base/ corpus; real_world / world_facts answers are the bare value
+# 2: base/ corpus; real_world / world_facts answers are the bare value. 3: entity QA carry a
+# paraphrased_question (read by nothing that trains, so version 2 worlds still load; they lack it).
+GENERATOR_VERSION = 3
+READABLE_VERSIONS = (2, 3)
 MAX_ENTITIES = 10_000  # the name syllables give ~110k names; stay far below so drawing stays fast
 # Overrides of WorldConfig's defaults (which are the ``default`` preset).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -252,6 +255,7 @@ def _qa(
     return {
         "entity_id": entity_id,
         "question": kind.question.format(name=name),
+        "paraphrased_question": vocab.PARAPHRASED_QUESTIONS[kind.key].format(name=name),
         "answer": _say(kind.phrasings[0], name, value),
         "paraphrased_answer": _say(paraphrase, name, value),
         "perturbed_answer": [_say(paraphrase, name, other) for other in wrong],
@@ -524,7 +528,7 @@ class World:
         for key in ("generator_version", "config", "splits", "files"):
             if key not in manifest:
                 raise input_error(manifest_path, "missing; regenerate with `unmem world`", field=key)
-        if manifest["generator_version"] != GENERATOR_VERSION:
+        if manifest["generator_version"] not in READABLE_VERSIONS:
             raise input_error(
                 manifest_path,
                 f"generator_version {manifest['generator_version']!r} is not {GENERATOR_VERSION}; "

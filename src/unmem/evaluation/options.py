@@ -32,6 +32,10 @@ CONVENTIONS = ("unmem", "open-unlearning")
 # reference generates up to 200 new tokens (its answers are one or two sentences).
 ANSWER_TOKENS = {"unmem": 64, "open-unlearning": 200}
 POSITIVE_OPTIONS = (
+    "relearn_epochs",
+    "relearn_batch_size",
+    "sample_k",
+    "in_context_facts",
     "knowmem_max_new_tokens",
     "verbmem_max_new_tokens",
     "el_stride",
@@ -67,6 +71,16 @@ class EvalOptions:
     general_prefix_words: int = 8
     general_max_new_tokens: int = 48
     embedding: bool = True  # embedding similarity when the package is installed
+    # The robustness audit (the robustness family; docs/robustness.md). Attacks to run (None: all).
+    robust_attacks: tuple[str, ...] | None = None
+    # The relearning budget: epochs over each relearning attack's data (open-unlearning's meta-
+    # evaluation relearns 1 epoch), at a constant rate near the one the model was fine-tuned at
+    # (the field: 2e-5 for TOFU's 7B models fine-tuned at 1e-5; the world's small models: 3e-3).
+    relearn_epochs: int = 1
+    relearn_lr: float = 1e-3
+    relearn_batch_size: int = 8
+    sample_k: int = 5  # answers sampled at temperature 1 per forget question (any-of-k extraction)
+    in_context_facts: int = 2  # other facts of the same person stated before the question
 
     def __post_init__(self) -> None:
         if self.convention not in CONVENTIONS:
@@ -85,6 +99,10 @@ class EvalOptions:
             raise OptionError(
                 "privleak_retain_auc", f"must be an AUC in (0, 1], got {self.privleak_retain_auc}"
             )
+        if not 0 < self.relearn_lr < 1:  # NaN fails this too
+            raise OptionError("relearn_lr", f"must be in (0, 1), got {self.relearn_lr}")
+        if self.robust_attacks is not None and not self.robust_attacks:
+            raise OptionError("robust_attacks", "must name at least one attack (or be left out for all)")
         if not 0 < self.min_k <= 1:
             raise OptionError("min_k", f"must be in (0, 1], got {self.min_k}")
         if not self.el_orders or min(self.el_orders) < 1:

@@ -80,6 +80,7 @@ class FamilySpec:
     check_settings: Callable[[EvalConfig], None] | None = None
     cache_inputs: Callable[[EvalInputs], Any] | None = None  # extra inputs of its cache key
     order: int = 100  # position in tables and reports; the built-in families come first
+    default: bool = True  # False: runs only when named (--metrics), e.g. a costly audit
 
 
 _FAMILIES: dict[str, FamilySpec] = {}
@@ -132,10 +133,10 @@ def headline_metrics() -> list[str]:
 
 
 def resolve_families(requested: Sequence[str] | None, inputs: EvalInputs) -> list[str]:
-    """The families to run: ``requested`` (checked) or every family the inputs support."""
+    """The families to run: ``requested`` (checked) or every default family the inputs support."""
     known = all_families()
     if not requested:
-        names = [name for name, spec in known.items() if spec.supports(inputs)]
+        names = [name for name, spec in known.items() if spec.default and spec.supports(inputs)]
     else:
         names = list(dict.fromkeys(requested))
         for name in names:

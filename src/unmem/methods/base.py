@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from unmem.logprobs import IGNORE_INDEX, SENSITIVE_MARKER, token_logps
+from unmem.logprobs import IGNORE_INDEX, SENSITIVE_MARKER, at_least_float32, token_logps
 
 __all__ = [
     "FOCUS_MODES",
@@ -158,8 +158,8 @@ def focus_weights(side: Side, focus: str, focus_coeff: float) -> torch.Tensor:
 
 def kl_on_answers(p_ref: Side, q_policy: Side, weights: torch.Tensor | None = None) -> torch.Tensor:
     """KL(π_ref ‖ π_θ) per answer token, averaged over answer tokens (or ``weights``) of the batch."""
-    ref_logp = torch.log_softmax(p_ref._logits("kl_on_answers").float(), dim=-1)
-    pol_logp = torch.log_softmax(q_policy._logits("kl_on_answers").float(), dim=-1)
+    ref_logp = torch.log_softmax(at_least_float32(p_ref._logits("kl_on_answers")), dim=-1)
+    pol_logp = torch.log_softmax(at_least_float32(q_policy._logits("kl_on_answers")), dim=-1)
     kl_tok = F.kl_div(pol_logp, ref_logp, log_target=True, reduction="none").sum(-1)  # (batch, time-1)
     return masked_mean(kl_tok, q_policy.label_mask if weights is None else weights)
 

@@ -44,7 +44,14 @@ from unmem.methods._common import (
     num_layers,
     record_batches,
 )
-from unmem.methods.base import IGNORE_INDEX, LOGITS, LossInputs, focus_weights, kl_on_answers
+from unmem.methods.base import (
+    IGNORE_INDEX,
+    LOGITS,
+    LossInputs,
+    at_least_float32,
+    focus_weights,
+    kl_on_answers,
+)
 from unmem.methods.registry import SetupContext, register_method
 
 __all__ = ["ChenConfig", "chen_loss", "cluster_mean", "score_records", "select_for_unlearning"]
@@ -103,8 +110,8 @@ def answer_embeddings(model: torch.nn.Module, batches: Iterable[Mapping[str, tor
                 attention_mask=batch["attention_mask"].to(device),
                 output_hidden_states=True,
             )
-            hidden = out.hidden_states[-1].float()  # (batch, time, D)
-            mask = (batch["labels"].to(device) != IGNORE_INDEX).unsqueeze(-1).float()
+            hidden = at_least_float32(out.hidden_states[-1])  # (batch, time, D)
+            mask = (batch["labels"].to(device) != IGNORE_INDEX).unsqueeze(-1).to(hidden.dtype)
             pooled.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).cpu())
     finally:
         model.train(was_training)
@@ -145,9 +152,9 @@ def chen_loss(inputs: LossInputs, cfg: ChenConfig) -> tuple[torch.Tensor, dict[s
     neg = -distance.clamp(max=cfg.margin)
 
     # Positive: pull the pooled forget-answer representation toward μ; learn the refusal.
-    hidden = forget.hidden[layer].float()  # (batch, time, D)
+    hidden = at_least_float32(forget.hidden[layer])  # (batch, time, D)
     mask = forget.answer_mask_in  # (batch, time)
-    mask_f = mask.unsqueeze(-1).float()
+    mask_f = mask.unsqueeze(-1).to(hidden.dtype)
     pooled = (hidden * mask_f).sum(1) / mask_f.sum(1).clamp(min=1)  # (batch, D)
     mu = state["mu"].to(pooled.device, pooled.dtype)
     pull_seq = (pooled - mu).pow(2).mean(-1)  # (batch,)

@@ -34,7 +34,7 @@ from unmem.methods._common import (
     retain_needs,
     retain_reference,
 )
-from unmem.methods.base import LOGITS, LossInputs, focus_weights
+from unmem.methods.base import LOGITS, LossInputs, at_least_float32, focus_weights
 from unmem.methods.registry import register_method
 
 
@@ -60,10 +60,11 @@ def di_loss(inputs: LossInputs, cfg: DIConfig) -> tuple[torch.Tensor, dict[str, 
     mask = forget.label_mask  # (batch, time-1)
     safe_labels = forget.labels.masked_fill(~mask, 0)  # never index -100
     # ẑ = z_teacher − γ·onehot(label), applied only where there is a label.
-    penalty = (-cfg.gamma * mask.float()).unsqueeze(-1)  # (batch, time-1, 1)
-    adjusted = teacher.logits.detach().float().scatter_add(-1, safe_labels.unsqueeze(-1), penalty)
+    adjusted = at_least_float32(teacher.logits.detach())
+    penalty = (-cfg.gamma * mask.to(adjusted.dtype)).unsqueeze(-1)  # (batch, time-1, 1)
+    adjusted = adjusted.scatter_add(-1, safe_labels.unsqueeze(-1), penalty)
     target = torch.softmax(adjusted, dim=-1)  # q_t, (batch, time-1, vocab)
-    logp = torch.log_softmax(forget.logits.float(), dim=-1)
+    logp = torch.log_softmax(at_least_float32(forget.logits), dim=-1)
     ce_tok = -(target * logp).sum(-1)  # (batch, time-1) soft-label cross-entropy
     weights = focus_weights(forget, cfg.focus, cfg.focus_coeff)
     distill = (ce_tok * weights).sum() / weights.sum().clamp(min=1e-8)

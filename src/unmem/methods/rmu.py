@@ -38,7 +38,7 @@ from unmem.methods._common import (
     hidden_size,
     num_layers,
 )
-from unmem.methods.base import HIDDEN, LossInputs, Side, masked_mean
+from unmem.methods.base import HIDDEN, LossInputs, Side, at_least_float32, masked_mean
 from unmem.methods.registry import SetupContext, register_method
 
 TOKEN_SCOPES = ("all", "answer")
@@ -108,7 +108,7 @@ def _hidden(side: Side, layer: int, what: str) -> torch.Tensor:
         raise ValueError(
             f"rmu needs hidden states of layer {layer} on the {what} batch; got {sorted(side.hidden)}"
         )
-    return side.hidden[layer].float()
+    return at_least_float32(side.hidden[layer])
 
 
 def rmu_loss(inputs: LossInputs, cfg: RMUConfig) -> tuple[torch.Tensor, dict[str, float]]:

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from unmem.logprobs import at_least_float32
 from unmem.metrics.stats import MetricResult, as_float_list, roc_auc
 
 DEFAULT_K = 0.4
@@ -89,9 +90,9 @@ def token_zscores(
     are the mean and variance of log p(v) under the model's own distribution (the variance
     is computed in two passes, Σ p·(log p - μ)², for float32 stability). σ is clamped
     to ``min_sigma`` so a one-hot prediction gives a large finite z instead of NaN.
-    Returns (tokens,) float32.
+    Returns (tokens,) float32 (float64 for float64 input).
     """
-    logps = logps_vocab.float()
+    logps = at_least_float32(logps_vocab)
     probs = logps.exp()
     # Terms with p = 0 (log p = -inf on masked vocab entries) contribute 0, not NaN.
     live = probs > 0

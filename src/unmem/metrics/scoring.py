@@ -36,7 +36,7 @@ from unmem.data.collate import (
     generation_prompt_ids,
     iter_batches,
 )
-from unmem.logprobs import IGNORE_INDEX, token_logps
+from unmem.logprobs import IGNORE_INDEX, at_least_float32, token_logps
 from unmem.metrics.mia import token_zscores
 
 # Rows of (tokens, vocab) log-softmax held at once: bounds memory for 128k-token vocabularies.
@@ -125,7 +125,9 @@ def score_examples(
             flat_labels = labels[mask]  # (tokens,)
             logps, matches, zs = [], [], []
             for start in range(0, flat_labels.numel(), VOCAB_CHUNK_ROWS):
-                chunk = torch.log_softmax(flat_logits[start : start + VOCAB_CHUNK_ROWS].float(), dim=-1)
+                chunk = torch.log_softmax(
+                    at_least_float32(flat_logits[start : start + VOCAB_CHUNK_ROWS]), dim=-1
+                )
                 chunk_labels = flat_labels[start : start + VOCAB_CHUNK_ROWS]
                 logps.append(chunk.gather(-1, chunk_labels.unsqueeze(-1)).squeeze(-1))
                 matches.append(chunk.argmax(-1) == chunk_labels)
@@ -307,8 +309,10 @@ def generate_ids(
     batch_size: int = 32,
     device: torch.device | str | None = None,
     desc: str = "generating",
+    temperature: float | None = None,
 ) -> list[list[int]]:
-    """Greedy continuations (token ids, prompt and eos excluded), in input order.
+    """Greedy continuations (token ids, prompt and eos excluded), in input order; with a
+    ``temperature``, sampled ones instead (the model's whole distribution: no top-k / top-p cut).
 
     Prompts are left-padded (HF derives position ids from the attention mask), sorted by
     length to limit padding. ``max_new_tokens`` may differ per prompt: a batch generates
@@ -346,8 +350,8 @@ def generate_ids(
                 input_ids=input_ids.to(device),
                 attention_mask=attention.to(device),
                 max_new_tokens=max(budgets[i] for i in group),
-                do_sample=False,
                 num_beams=1,
+                **_decoding(temperature),
                 pad_token_id=pad_token_id,
                 eos_token_id=stops or None,
                 use_cache=True,
@@ -357,6 +361,12 @@ def generate_ids(
                 ends = [k for k, token in enumerate(tokens) if token in stops]
                 outputs[i] = tokens[: ends[0]] if ends else tokens
     return outputs
+
+
+def _decoding(temperature: float | None) -> dict[str, Any]:
+    if temperature is None:
+        return {"do_sample": False}
+    return {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
 
 
 def _stop_ids(model: torch.nn.Module, eos_token_id: int | Sequence[int] | None) -> list[int]:
@@ -423,8 +433,10 @@ def generate_answers(
     batch_size: int = 32,
     device: torch.device | str | None = None,
     stop: Sequence[str] = (),
+    temperature: float | None = None,
 ) -> list[str]:
-    """Greedy answers to questions under ``fmt`` (TOFU ROUGE), whitespace-stripped.
+    """Greedy answers to questions under ``fmt`` (TOFU ROUGE), whitespace-stripped (sampled at
+    ``temperature`` when one is given: ``sample_answers``).
 
     ``fmt.reference``: as TOFU's reference evaluator generates them: its prompt, stopped only
     at the model's eos ids, decoded with ``clean_up_tokenization_spaces=True``.
@@ -439,12 +451,48 @@ def generate_answers(
         eos_token_id=eos,
         batch_size=batch_size,
         device=device,
+        temperature=temperature,
     )
     cleanup = {"clean_up_tokenization_spaces": True} if fmt.reference else {}
     texts = tokenizer.batch_decode(out_ids, skip_special_tokens=True, **cleanup) if out_ids else []
     for s in stop:
         texts = [t.split(s)[0] for t in texts]
     return [t.strip() for t in texts]
+
+
+def sample_answers(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    questions: Sequence[str],
+    fmt: PromptFormat,
+    *,
+    samples: int,
+    temperature: float = 1.0,
+    seed: int = 0,
+    max_new_tokens: int = 64,
+    batch_size: int = 32,
+    stop: Sequence[str] = (),
+) -> list[list[str]]:
+    """``samples`` answers per question sampled at ``temperature`` (``out[i][j]``: sample j of
+    question i), as ``generate_answers`` prompts and cleans them. Seeded: the same call gives
+    the same answers, and torch's global random state is left as it was."""
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    repeated = [q for q in questions for _ in range(samples)]
+    devices = [model_device(model)] if model_device(model).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        flat = generate_answers(
+            model,
+            tokenizer,
+            repeated,
+            fmt,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            stop=stop,
+            temperature=temperature,
+        )
+    return [flat[i * samples : (i + 1) * samples] for i in range(len(questions))]
 
 
 def prefix_continuations(

@@ -17,6 +17,7 @@ from unmem.io import (
     mark_output,
     write_text_atomic,
 )
+from unmem.report import robustness
 from unmem.report.page import render_html
 from unmem.report.rows import KIND_ORDER, TRAIN_COLUMNS, Row, aggregate, collect, metric_columns
 from unmem.report.selection import selection_notes, sweep_selections, write_selection_csv
@@ -92,6 +93,7 @@ def build_report(
                 rows.extend(found)
     rows.sort(key=lambda r: KIND_ORDER.get(r.kind, 2) if not several else 0)
     columns = metric_columns(rows)
+    main = robustness.main_columns(columns)  # the audit's per-attack columns get their own section
     variants = aggregate(rows, [*columns, *TRAIN_COLUMNS])
     title = "unlearning report: " + " vs ".join(m.name for m in metas)
     meta_lines = [
@@ -111,16 +113,18 @@ def build_report(
             write_mean_csv(variants, columns, staging / "results_mean.csv")
             if selections:
                 write_selection_csv(selections, staging / "selection.csv")
-            md = markdown(variants, columns, title, several, notes)
+            page = markdown(variants, main, title, several, notes)
+            page += robustness.markdown_section(variants, columns, several)
+            extra = robustness.html_section(variants, columns, several)
             if sequence is not None:
                 write_sequence_csv(sequence, staging / SEQUENCE_FILE)
-                md += sequence_markdown(sequence)
-            write_text_atomic(staging / "report.md", md)
-            extra = [sequence_html(sequence)] if sequence is not None else []
-            html_page = render_html(variants, columns, title, meta_lines, several, notes, extra)
+                page += sequence_markdown(sequence)
+                extra += sequence_html(sequence)
+            write_text_atomic(staging / "report.md", page)
+            html_page = render_html(variants, main, title, meta_lines, several, notes, extra)
             write_text_atomic(staging / "report.html", html_page)
     console = console or Console()
-    console.print(terminal_table(variants, columns, several, console.width))
+    console.print(terminal_table(variants, main, several, console.width))
     for line in [*notes, *(sequence_notes(sequence) if sequence is not None else [])]:
         console.print(line, highlight=False, soft_wrap=True)
     return out

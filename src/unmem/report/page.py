@@ -58,9 +58,10 @@ def render_html(
     meta: list[str],
     several: bool,
     notes: Sequence[str] = (),
-    sections: Sequence[str] = (),
+    extra: str = "",
 ) -> str:
-    """The page; ``sections`` (HTML of other views, e.g. the sequence of requests) go before the runs."""
+    """The page; ``extra`` is HTML of other views (the robustness audit, the sequence of deletion
+    requests), placed before the runs."""
     esc = html.escape
     head_cells = "".join(f"<th>{esc(c)}</th>" for c in ("row", "n", *columns, *TRAIN_COLUMNS))
     body = []
@@ -111,7 +112,8 @@ def render_html(
         parts.append(
             '<p class="note">No plots: install matplotlib (<code>pip install matplotlib</code>).</p>'
         )
-    parts += [section for section in sections if section]
+    if extra:
+        parts.append(extra)
     parts.append("<h2>Runs</h2>")
     parts.append(_runs_table(variants, several))
     parts.append('<p class="note">Made by <code>unmem report</code>.</p></body></html>')

@@ -24,6 +24,8 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
+from accelerate import Accelerator
 from pydantic import Field, ValidationError
 
 from unmem.config import TrainingSettings, describe_validation_error
@@ -119,30 +121,11 @@ def finetune(
         model, tokenizer = load_policy(config, model_path)
         fmt = PromptFormat.for_tokenizer(tokenizer, config.chat_template)
         examples = encode_examples(records, tokenizer, fmt, config.max_length)
-        model = lora_from(model, config) if config.lora else model
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        loader = example_loader(examples, config.batch_size, config.seed, tokenizer.pad_token_id, accelerator)
-        schedule = BatchSchedule(accelerator, [Phase(loader, "data")], config.grad_accum)
-        total_steps = schedule.steps_per_epoch * config.epochs
-        optimizer, scheduler = optimizer_and_schedule(trainable, config, total_steps, accelerator)
-        deepspeed_batch_size(accelerator, config.batch_size)
-        model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
         checkpoints = Checkpoints(out, accelerator, config.keep_checkpoints)
+        loop = _loop(model, examples, tokenizer.pad_token_id, config, accelerator, checkpoints, "finetune")
         hashes = {"model": model_hash(model_path)} | {str(p): hash_files([p]) for p in records}
         start = checkpoints.start(
             run_record(config=config.model_dump(mode="json"), method_config=None, hashes=hashes), resume
-        )
-        loop = Loop(
-            accelerator,
-            model,
-            optimizer,
-            scheduler,
-            schedule,
-            total_steps,
-            checkpoints,
-            config.grad_clip,
-            checkpoint_every=config.checkpoint_every,
-            desc="finetune",
         )
         result = run_loop(loop, nll_step, start)
         info = {
@@ -151,10 +134,68 @@ def finetune(
             "examples": len(examples),
             "config": config.model_dump(mode="json"),
             "chat_template": fmt.chat,
-            "trainable_parameters": sum(p.numel() for p in trainable),
+            "trainable_parameters": sum(p.numel() for p in loop.model.parameters() if p.requires_grad),
         }
         _save(loop, result, tokenizer, config, model_path, out, overwrite, info)
     return out
+
+
+def _loop(
+    model: torch.nn.Module,
+    examples: list[Example],
+    pad_token_id: int,
+    config: FinetuneConfig,
+    accelerator: Accelerator,
+    checkpoints: Checkpoints | None,
+    desc: str,
+) -> Loop:
+    """The prepared loop of a fine-tune: LoRA if asked, batches, AdamW and the schedule."""
+    model = lora_from(model, config) if config.lora else model
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    loader = example_loader(examples, config.batch_size, config.seed, pad_token_id, accelerator)
+    schedule = BatchSchedule(accelerator, [Phase(loader, "data")], config.grad_accum)
+    total_steps = schedule.steps_per_epoch * config.epochs
+    optimizer, scheduler = optimizer_and_schedule(trainable, config, total_steps, accelerator)
+    deepspeed_batch_size(accelerator, config.batch_size)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    return Loop(
+        accelerator,
+        model,
+        optimizer,
+        scheduler,
+        schedule,
+        total_steps,
+        checkpoints,
+        config.grad_clip,
+        checkpoint_every=config.checkpoint_every,
+        desc=desc,
+    )
+
+
+def finetune_in_memory(
+    model: torch.nn.Module, tokenizer: Any, records: list[dict[str, Any]], config: FinetuneConfig, desc: str
+) -> dict[str, Any]:
+    """Fine-tune ``model`` itself on ``records`` (QA pairs and/or ``text`` passages) with the loop
+    ``finetune`` runs, writing nothing: no checkpoint, no log, no output folder. The caller owns the
+    model (the robustness audit's relearning attacks pass a copy). ``config.lora`` is refused here:
+    peft would leave its adapter layers in the caller's model. Returns the run's cost and final loss."""
+    if config.lora:
+        raise UnmemError("finetune_in_memory trains the model it is given; LoRA would leave adapters in it")
+    if config.checkpoint_every is not None:
+        raise UnmemError("finetune_in_memory writes no checkpoints; leave checkpoint_every unset")
+    accelerator = make_accelerator(config)
+    fmt = PromptFormat.for_tokenizer(tokenizer, config.chat_template)
+    examples = encode_examples({Path(desc): records}, tokenizer, fmt, config.max_length)
+    loop = _loop(model, examples, tokenizer.pad_token_id, config, accelerator, None, desc)
+    result = run_loop(loop, nll_step, None)
+    loop.unwrapped.eval()
+    return {
+        "steps": result.progress.step,
+        "examples": len(examples),
+        "tokens": result.progress.tokens,
+        "train_seconds": round(result.progress.seconds, 3),
+        "final_loss": result.last_logs.get("loss"),
+    }
 
 
 def _save(

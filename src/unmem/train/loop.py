@@ -8,6 +8,7 @@ steps a resumable checkpoint. Everything else is a helper in this package.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -46,7 +47,7 @@ class Loop:
     scheduler: Any
     schedule: BatchSchedule
     total_steps: int
-    checkpoints: Checkpoints
+    checkpoints: Checkpoints | None  # None: an in-memory run that writes nothing (no log, no checkpoint)
     grad_clip: float
     checkpoint_every: int | None = None
     stoppers: list[StoppingRule] = field(default_factory=list)
@@ -73,7 +74,7 @@ def _optimise(loop: Loop, step_loss: StepLoss, batch: StepBatch, step: int) -> t
         # counting tokens on it: batches carry their counts, see batches.with_layout).
         value = float(loss.detach())
         if not math.isfinite(value):
-            last = loop.checkpoints.last()
+            last = loop.checkpoints.last() if loop.checkpoints is not None else None
             kept = f"; last good checkpoint: {last}" if last else ""
             raise UnmemError(
                 f"{loop.desc}: loss became {value} at step {step}; "
@@ -127,7 +128,8 @@ def run_loop(
     clock = time.perf_counter() - progress.seconds
     bar = tqdm(total=loop.total_steps, initial=progress.step, desc=loop.desc, unit="step", disable=None)
     loop.model.train()
-    with loop.checkpoints.log_path.open("a", encoding="utf-8") as log_file:
+    log = loop.checkpoints.log_path.open("a", encoding="utf-8") if loop.checkpoints is not None else None
+    with log if log is not None else contextlib.nullcontext() as log_file:
         while progress.step < loop.total_steps and result.stop_reason == "completed":
             for position, batch in loop.schedule.epoch(progress.position.epoch, progress.position):
                 loss, logs = _optimise(loop, step_loss, batch, progress.step)
@@ -145,7 +147,7 @@ def run_loop(
                 }
                 record |= result.last_logs | {"seconds": round(progress.seconds, 3)}
                 result.stop_reason = _check_rules(loop, progress, record) or "completed"
-                if loop.accelerator.is_main_process:
+                if log_file is not None and loop.accelerator.is_main_process:
                     log_file.write(json.dumps(record) + "\n")
                     log_file.flush()
                 bar.update()

@@ -16,7 +16,7 @@ What is stored per example:
   not vocabulary size); a frozen copy of the head alone turns them back into the
   reference's logits, exactly, during training (a few MB to a GB of weights instead of a
   whole model; checked against the model's own logits when the cache is computed);
-- ``hidden``: every token's hidden state at the method's layers (float32).
+- ``hidden``: every token's hidden state at the method's layers (float32, or the model's wider dtype).
 
 On disk: one safetensors file per (role, kind) in the cache directory, named by a hash of
 the model's files, the examples' token ids and the settings that shape the output (k,
@@ -44,7 +44,7 @@ from safetensors.torch import save_file
 
 from unmem.data.collate import Example, collate
 from unmem.errors import UnmemError
-from unmem.logprobs import IGNORE_INDEX, token_logps
+from unmem.logprobs import IGNORE_INDEX, at_least_float32, token_logps
 from unmem.methods.base import HIDDEN, LOGITS, SEQ_LOGPS, CachedReference, Side
 from unmem.train.batches import label_start
 from unmem.train.forward import accepts_logits_to_keep
@@ -126,12 +126,12 @@ def _batch_outputs(
     if LOGITS in kinds:
         for row, result in enumerate(results):
             rows = head_inputs[row][labels[row] != IGNORE_INDEX]  # (answer tokens, hidden)
-            result[LOGITS] = {"head_inputs": rows.float().cpu()}
+            result[LOGITS] = {"head_inputs": at_least_float32(rows).cpu()}
     if HIDDEN in kinds:
         for row, (example, result) in enumerate(zip(examples, results, strict=True)):
             n = len(example.input_ids)
             result[HIDDEN] = {
-                f"layer{layer}": out.hidden_states[layer][row, :n].float().cpu() for layer in layers
+                f"layer{layer}": at_least_float32(out.hidden_states[layer][row, :n]).cpu() for layer in layers
             }
     return results
 

@@ -10,7 +10,7 @@ config, JSON Lines under a ``.json`` name (``forget10_perturbed.json``, ...).
 | ``qa["holdout"]`` | ``holdoutNN`` (optional; open-unlearning's release) | ``question``, ``answer`` |
 | ``private``, ``general`` | ``private``, ``general_eval`` (optional, not part of TOFU) | ``text`` (+ ``phone``/``email``/``address``) |
 
-TOFU's other fields (``paraphrased_question``, ``option1..4``) are not read. Unlearning
+``paraphrased_question`` is read by the robustness audit only; ``option1..4`` are not read. Unlearning
 trains on ``<split>`` and ``retainNN`` (NN = 100 - the split's percentage).
 """
 

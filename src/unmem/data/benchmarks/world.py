@@ -17,6 +17,8 @@
 ``qa/<split>`` and ``qa/retainNN``. Every QA file carries
 ``paraphrased_answer``; the TOFU family reads it on forget and retain only (real_world and
 world_facts are scored against ``answer``, as TOFU's reference does; docs/data-format.md).
+Entity QA also carry ``paraphrased_question`` (worlds of generator 3), which only the robustness
+audit asks.
 """
 
 from __future__ import annotations
