@@ -107,8 +107,8 @@ def test_requests_experiment_end_to_end(tmp_path):
             "true or false",
         ),
         (
-            "accept: {mia_auc_max: 1.0,",
-            "accept: {mia_auc_max: 2.0,",
+            "mia_auc_max: 1.0,",
+            "mia_auc_max: 2.0,",
             "requests.accept.mia_auc_max",
             "less than or equal",
         ),
