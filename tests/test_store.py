@@ -309,3 +309,22 @@ def test_forget_from_flags_records_the_outcome_it_exits_with(store, tmp_path):
     receipt = json.loads((store / "requests" / "0001-flags" / "receipt.json").read_text())
     assert (code, receipt["outcome"]) in ((0, "honoured"), (1, "refused")), output
     assert receipt["forgotten"]["records"] == 3 and receipt["other_data"]["holdout"]["records"] == 3
+
+
+def test_a_request_takes_records_of_any_layout_by_split_or_id(tmp_path, micro_world_dir, published_layouts):
+    tofu, _ = published_layouts
+    path = tmp_path / "tofu.yaml"
+    path.write_text(f"benchmark: tofu\ndata: {tofu}\nsplit: forget10\nmethod: grad_diff\n")
+    request = load_request(path)
+    published = [json.loads(line) for line in (tofu / "forget10.json").read_text().splitlines()]
+    assert [r["question"] for r in request.forget.records] == [r["question"] for r in published]
+    assert request.forget.records and request.retain and request.holdout
+    assert request.benchmark == {"name": "tofu", "data": str(tofu), "split": "forget10"}
+    forgotten = {r["question"] for r in request.forget.records}
+    assert not forgotten & {r["question"] for r in request.retain.records}
+    path.write_text(f"benchmark: tofu\ndata: {tofu}\nids: [e0001]\nmethod: grad_diff\n")
+    with pytest.raises(UnmemError, match=r"field 'ids\[0\]'.*carry no entity_id or id field"):
+        load_request(path)
+    path.write_text(f"benchmark: world\ndata: {micro_world_dir}\nsplit: forget10\nids: [e0001]\nmethod: ga\n")
+    with pytest.raises(UnmemError, match="field 'forget': give the records to forget"):
+        load_request(path)

@@ -5,10 +5,10 @@ The file (every key is checked; paths are relative to its folder)::
     id: ticket-4711                   # optional: default r-<hash of the records and settings>
     note: "GDPR art. 17, received 2025-03-02"   # optional, kept in the ledger
     forget: forget.jsonl              # the records to forget: question/answer, .jsonl/.json/.parquet
-    # ... or records of a benchmark layout, named by id (`entity_id` or `id`):
+    # ... or records of a benchmark layout, named by id (`entity_id` or `id`) or a split's forget set:
     # benchmark: world
     # data: runs/world
-    # ids: [e0029]
+    # ids: [e0029]                    # or `split: forget01` (tofu: forget01, muse: forget, ...)
     method: npo                       # or set it in `settings:`
     recipe: world                     # optional: start from a recipe's settings (unmem recipes)
     settings: {lr: 1.0e-3, method_args: {beta: 0.5}}   # UnlearnConfig fields, over the recipe's
@@ -87,6 +87,7 @@ class RequestSpec(BaseModel):
     benchmark: str | None = None
     data: str | None = None
     ids: list[str] | None = Field(None, min_length=1)
+    split: str | None = None  # or a split of the layout (its forget set; e.g. TOFU's forget01)
     method: str | None = None
     recipe: str | None = None
     settings: dict[str, Any] = Field(default_factory=dict)
@@ -136,7 +137,7 @@ class Request:
     note: str | None = None
     source: Path | None = None  # the request file
     recipe: str | None = None
-    benchmark: dict[str, Any] | None = None  # {"name", "data", "ids"} of a benchmark request
+    benchmark: dict[str, Any] | None = None  # {"name", "data", "ids" or "split"} of a benchmark request
 
     def key(self) -> str:
         """What the request is: its records and settings (its work folder is reused only for the same)."""
@@ -212,32 +213,23 @@ def resolve(spec: RequestSpec, base: Path, source: Path | str, node: Any) -> Req
             raise fail((key,), f"{resolved}: file not found")
         return resolved
 
-    if (spec.forget is None) == (spec.ids is None):
+    if (spec.forget is not None) + (spec.ids is not None) + (spec.split is not None) != 1:
         raise fail(
-            ("forget",), "give the records to forget: `forget: FILE`, or `benchmark:`, `data:` and `ids:`"
+            ("forget",),
+            "give the records to forget: `forget: FILE`, or `benchmark:`, `data:` and `ids:` (records by id) "
+            "or `split:` (a split of the layout)",
         )
-    benchmark = None
+
+    def dataset(key: str, default: DataSet | None = None) -> DataSet | None:
+        path = file(key)
+        return DataSet(read_records(path, QA, types=QA_TYPES), path) if path else default
+
+    benchmark, defaults = None, {}
     utility: dict[str, list[dict[str, Any]]] = {}
-    retain_file, holdout_file = file("retain"), file("holdout")
-    if spec.ids is not None:
-        benchmark, forget, defaults, utility = _benchmark_records(spec, base, fail)
-        retain = (
-            DataSet(read_records(retain_file, QA, types=QA_TYPES), retain_file)
-            if retain_file
-            else defaults["retain"]
-        )
-        holdout = (
-            DataSet(read_records(holdout_file, QA, types=QA_TYPES), holdout_file)
-            if holdout_file
-            else defaults["holdout"]
-        )
-    else:
-        forget_file = file("forget")
-        forget = DataSet(read_records(forget_file, QA, types=QA_TYPES), forget_file)
-        retain = DataSet(read_records(retain_file, QA, types=QA_TYPES), retain_file) if retain_file else None
-        holdout = (
-            DataSet(read_records(holdout_file, QA, types=QA_TYPES), holdout_file) if holdout_file else None
-        )
+    if spec.forget is None:
+        benchmark, defaults, utility = _benchmark_records(spec, base, fail)
+    forget = dataset("forget") or defaults["forget"]
+    retain, holdout = dataset("retain", defaults.get("retain")), dataset("holdout", defaults.get("holdout"))
     config = _config(spec, base, fail, holdout is not None)
     retain_model = None
     if spec.retain_model is not None:
@@ -300,46 +292,57 @@ def _config(spec: RequestSpec, base: Path, fail: Any, has_holdout: bool) -> Unle
 
 def _benchmark_records(
     spec: RequestSpec, base: Path, fail: Any
-) -> tuple[Any, DataSet, dict[str, Any], dict[str, Any]]:
-    """Records of a benchmark layout named by id, with the layout's retain and holdout records
-    (without the requested ones) and its utility sets."""
+) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """Records of a benchmark layout (named by id, or a split's forget set), the layout's retain
+    and holdout records (without the requested ones) and the sets utility is measured on."""
     from unmem.data.benchmarks import get_benchmark, load_benchmark
 
+    key = "ids" if spec.ids is not None else "split"
     if spec.benchmark is None or spec.data is None:
-        raise fail(("ids",), "records named by id need `benchmark:` (its layout) and `data:` (its directory)")
+        raise fail((key,), f"`{key}:` needs `benchmark:` (the layout) and `data:` (its directory)")
     try:
         layout = get_benchmark(spec.benchmark)
     except UnmemError as exc:
         raise fail(("benchmark",), str(exc)) from None
     data_dir = (base / spec.data).resolve()
+    split = spec.split or layout.default_split
     try:
-        files = layout.unlearn_files(data_dir, layout.default_split)
-        evaluation = load_benchmark(layout.name, data_dir, layout.default_split)
+        files = layout.unlearn_files(data_dir, split)
+        evaluation = load_benchmark(layout.name, data_dir, split)
     except UnmemError as exc:
-        raise fail(("data",), str(exc)) from None
-    pool = read_records(files.forget, QA) + (read_records(files.retain, QA) if files.retain else [])
-    wanted = set(spec.ids or [])
-    for j, wanted_id in enumerate(spec.ids or []):
-        if not any(str(r.get(f)) == wanted_id for r in pool for f in ID_FIELDS):
+        raise fail(("split",) if spec.split else ("data",), str(exc)) from None
+    split_forget = read_records(files.forget, QA)
+    retain = read_records(files.retain, QA) if files.retain else []
+    forget = (
+        split_forget
+        if spec.ids is None
+        else _named(split_forget + retain, spec.ids, data_dir, layout.name, fail)
+    )
+    taken = {record_hash(r) for r in forget}
+    holdout = read_records(files.holdout, QA) if files.holdout else []
+    defaults = {
+        "forget": DataSet(forget),
+        "retain": DataSet([r for r in retain if record_hash(r) not in taken]) if retain else None,
+        "holdout": DataSet(holdout) if holdout else None,
+    }
+    utility = {name: evaluation.qa.get(name) or [] for name in ("real_world", "world_facts")}
+    utility["general_eval"] = [{"text": text} for text in evaluation.general]
+    info = {"name": layout.name, "data": str(data_dir), key: spec.ids if spec.ids is not None else split}
+    return info, defaults, {k: v for k, v in utility.items() if v}
+
+
+def _named(
+    pool: list[dict[str, Any]], ids: list[str], data_dir: Path, layout: str, fail: Any
+) -> list[dict[str, Any]]:
+    """The records whose ``entity_id`` or ``id`` is one of ``ids``; an id none has is an error."""
+    for j, wanted in enumerate(ids):
+        if not any(str(r.get(f)) == wanted for r in pool for f in ID_FIELDS):
             sample = next((str(r.get(f)) for r in pool for f in ID_FIELDS if r.get(f) is not None), None)
             hint = (
                 f"; ids there look like {sample!r}"
                 if sample
                 else f"; its records carry no {' or '.join(ID_FIELDS)} field"
             )
-            raise fail(("ids", j), f"no record with id {wanted_id!r} in {data_dir} ({layout.name}){hint}")
-
-    def named(record: dict[str, Any]) -> bool:
-        return any(str(record.get(f)) in wanted for f in ID_FIELDS if record.get(f) is not None)
-
-    forget = [r for r in pool if named(r)]
-    retain = [r for r in (read_records(files.retain, QA) if files.retain else []) if not named(r)]
-    holdout = read_records(files.holdout, QA) if files.holdout else []
-    defaults = {
-        "retain": DataSet(retain) if retain else None,
-        "holdout": DataSet(holdout) if holdout else None,
-    }
-    utility = {name: evaluation.qa.get(name) or [] for name in ("real_world", "world_facts")}
-    utility["general_eval"] = [{"text": text} for text in evaluation.general]
-    info = {"name": layout.name, "data": str(data_dir), "ids": list(spec.ids or [])}
-    return info, DataSet(forget), defaults, {k: v for k, v in utility.items() if v}
+            raise fail(("ids", j), f"no record with id {wanted!r} in {data_dir} ({layout}){hint}")
+    wanted_ids = set(ids)
+    return [r for r in pool if any(str(r.get(f)) in wanted_ids for f in ID_FIELDS if r.get(f) is not None)]
