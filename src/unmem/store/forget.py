@@ -201,7 +201,7 @@ def _summaries(work: Path) -> dict[str, Path]:
 def _verdict(request: Request, entry: dict[str, Any]) -> str:
     if entry["outcome"] == "refused":
         failed = ", ".join(
-            f"{c['name']} {c['value']:.3g} {c['op']} {c['threshold']}"
+            f"{c['name']} {c['value']:.3g} (needs {c['op']} {c['threshold']})"
             for c in entry["checks"]
             if c["result"] == "failed"
         )
