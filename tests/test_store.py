@@ -24,6 +24,7 @@ from unmem.errors import UnmemError
 from unmem.io import exclusive_lock
 from unmem.models import load_model
 from unmem.store import Store, forget, init_store, load_request, verify
+from unmem.store.forget import run_checks
 from unmem.store.ledger import GENESIS, check_chain, entry_hash, seal
 
 KILL_AT = Path(__file__).with_name("kill_at.py")
@@ -328,3 +329,45 @@ def test_a_request_takes_records_of_any_layout_by_split_or_id(tmp_path, micro_wo
     path.write_text(f"benchmark: world\ndata: {micro_world_dir}\nsplit: forget10\nids: [e0001]\nmethod: ga\n")
     with pytest.raises(UnmemError, match="field 'forget': give the records to forget"):
         load_request(path)
+
+
+def test_utility_against_version_0_bounds_the_drift_of_many_requests(store, micro_world_dir, tmp_path):
+    """Each request may keep 0.9 of the utility before it; against version 0 the drift is bounded."""
+    checks = run_checks(
+        load_request(write_origin_request(tmp_path, micro_world_dir, "r0", ["e0000"], 0.9)),
+        before={"model_utility": 0.6},
+        after={"model_utility": 0.55},
+        origin={"model_utility": 0.7},
+    )
+    (check,) = [c for c in checks if c["name"] == "utility_origin_ratio_min"]
+    assert check["value"] == pytest.approx(0.55 / 0.7) and check["result"] == "failed"
+
+    code, output = cli(
+        "forget",
+        str(store),
+        "--request",
+        str(write_origin_request(tmp_path, micro_world_dir, "r1", ["e0000"], 0.5)),
+    )
+    assert code == 0, output
+    code, output = cli(
+        "forget",
+        str(store),
+        "--request",
+        str(write_origin_request(tmp_path, micro_world_dir, "r2", ["e0002"], 0.5)),
+    )
+    first, second = Store.open(store).checked_entries()[1:]
+    # At version 0 the origin is the model before; from version 1 on, version 0 is evaluated on
+    # the request's own data (the tiny random model's utility is 0, so the check is unavailable).
+    assert first["evaluation"]["origin"] == {"model_utility": first["evaluation"]["before"]["model_utility"]}
+    assert (store / "work").exists() is False or not any((store / "work").iterdir())
+    assert second["evaluation"]["origin"]["model_utility"] is not None
+    assert "utility_origin_ratio_min" in {c["name"] for c in second["checks"]}
+
+
+def write_origin_request(folder: Path, world: Path, rid: str, ids: list[str], threshold: float) -> Path:
+    path = write_request(folder, world, rid, ids)
+    text = path.read_text().replace(
+        "utility_ratio_min: null", f"utility_ratio_min: null, utility_origin_ratio_min: {threshold}"
+    )
+    path.write_text(text)
+    return path

@@ -125,7 +125,8 @@ def _honour(
     made = store.make_version_record(version, stage, extra)
     before = _evaluate(current.path, work, "eval-before", request)
     after = _evaluate(stage, work, "eval-after", request)
-    checks = run_checks(request, before, after)
+    origin = _origin_utility(versions[0], current, before, work, request)
+    checks = run_checks(request, before, after, origin)
     passed = all(c["result"] != "failed" for c in checks) and any(c["result"] == "passed" for c in checks)
     outcome = "honoured" if passed or force else "refused"
     timing["total_s"] = round(time.perf_counter() - start, 3)
@@ -140,7 +141,8 @@ def _honour(
         "version_before": current.number,
         "version_after": number if outcome == "honoured" else current.number,
         "model_before": current.digest["sha256"],
-        "evaluation": {"before": before, "after": after, "retain_model": _retain_model(request)},
+        "evaluation": {"before": before, "after": after, "retain_model": _retain_model(request)}
+        | ({"origin": origin} if origin is not None else {}),
         "checks": checks,
         "passed": passed,
         "training": _training(run),
@@ -299,6 +301,28 @@ def _evaluate(model: Path, work: Path, name: str, request: Request) -> dict[str,
     return metrics | {"mia_loss_p": membership_p(out / "per_sample" / "mia.jsonl")}
 
 
+def _origin_utility(
+    origin: Version, current: Version, before: dict[str, Any], work: Path, request: Request
+) -> dict[str, Any] | None:
+    """Version 0's model utility on this request's data, when a check reads it."""
+    if request.accept.utility_origin_ratio_min is None:
+        return None
+    if current.number == origin.number:
+        return {"model_utility": before.get("model_utility")}
+    from unmem.evaluation import evaluate
+    from unmem.results import EvalSummary
+
+    out = evaluate(
+        origin.path,
+        benchmark="files",
+        data=work / "data",
+        split="forget",
+        out_dir=work / "eval-origin",
+        config=request.eval.model_copy(update={"metrics": ["tofu"]}),
+    )
+    return {"model_utility": EvalSummary.read(out / "summary.json").metrics.get("model_utility")}
+
+
 def membership_p(rows: Path) -> float | None:
     """Two-sided Mann-Whitney p of the LOSS attack's forget scores against the holdout's (None
     without both): how surely the model still tells the forgotten records from unseen ones."""
@@ -315,11 +339,17 @@ def membership_p(rows: Path) -> float | None:
     return membership_auc(scores["forget"], scores["holdout"])[1]
 
 
-def run_checks(request: Request, before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, Any]]:
+def run_checks(
+    request: Request,
+    before: dict[str, Any],
+    after: dict[str, Any],
+    origin: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
     """Each acceptance check with its value, threshold and result (passed, failed or unavailable)."""
     values = dict(after)
-    if after.get("model_utility") is not None and before.get("model_utility"):
-        values["model_utility_ratio"] = after["model_utility"] / before["model_utility"]
+    for metric, reference in (("model_utility_ratio", before), ("model_utility_origin_ratio", origin)):
+        if after.get("model_utility") is not None and (reference or {}).get("model_utility"):
+            values[metric] = after["model_utility"] / reference["model_utility"]
     checks = []
     for name, threshold in request.accept.model_dump().items():
         if threshold is None:

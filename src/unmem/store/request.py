@@ -61,16 +61,21 @@ class AcceptChecks(BaseModel):
     mia_auc_max: float | None = Field(0.7, gt=0, le=1)
     mia_auc_min: float | None = Field(0.3, ge=0, lt=1)
     utility_ratio_min: float | None = Field(0.9, gt=0)  # model utility after / before
+    # The per-request ratio lets k requests compound to 0.9^k; this one bounds the drift against the
+    # store's version 0 on the same data, at the cost of one more evaluation per request.
+    utility_origin_ratio_min: float | None = Field(None, gt=0)
     forget_quality_min: float | None = Field(None, gt=0, le=1)  # needs retain_model
     forget_prob_max: float | None = Field(None, gt=0, le=1)  # mean probability of the forget answers
 
 
-# check -> (metric it reads, comparison); utility_ratio reads model_utility after / before.
+# check -> (metric it reads, comparison); the utility ratios read model_utility after / before
+# the request and after / version 0's.
 CHECKS = {
     "mia_p_min": ("mia_loss_p", ">="),
     "mia_auc_max": ("mia_loss_auc", "<="),
     "mia_auc_min": ("mia_loss_auc", ">="),
     "utility_ratio_min": ("model_utility_ratio", ">="),
+    "utility_origin_ratio_min": ("model_utility_origin_ratio", ">="),
     "forget_quality_min": ("forget_quality", ">="),
     "forget_prob_max": ("forget_prob", "<="),
 }
