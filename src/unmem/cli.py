@@ -662,8 +662,7 @@ def store_verify_cmd(
         [], help="Also check this receipt.json against the ledger (repeatable)."
     ),
 ) -> None:
-    """Recompute the ledger's hash chain, every version's file hashes and the receipts; the first
-    mismatch is an error naming its ledger entry."""
+    """Recompute the ledger's hash chain, the versions' file hashes and receipts; name the first mismatch."""
     from unmem.store import verify
 
     report = verify(store, receipt)
