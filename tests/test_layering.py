@@ -24,6 +24,7 @@ FORBIDDEN = {
     "embeddings": ("data", "metrics", "methods", "evaluation", "experiment"),
     "results": ("evaluation", "experiment", "methods", "report"),
     "layout": ("evaluation", "experiment", "methods", "report"),
+    "store": ("report", "cli"),
 }
 # The one arrow across: the robustness audit's relearning attacks fine-tune a copy of the model the
 # way `unmem finetune` does (train.finetune), imported inside the function that needs it.

@@ -227,6 +227,25 @@ def test_load_errors_name_the_file(tmp_path: Path, world: World) -> None:
         world.qa("forget50")
 
 
+def test_the_world_names_its_deletion_requests(tmp_path):
+    """Issue 18: one person per request, nested like the forget splits; requestsNN is their union."""
+    from unmem.data.benchmarks import load_world
+
+    root = generate_world(WorldConfig.from_preset("micro", entities=40), tmp_path / "w")
+    world = World.load(root)
+    requests = world.requests()
+    assert len(requests) == 4 and len(set(requests)) == 4  # forget10 of 40 people
+    assert requests[:1] == world.splits["forget01"] and sorted(requests[:2]) == world.splits["forget05"]
+    assert sorted(requests) == world.splits["forget10"] == world.entity_ids("requests04")
+    assert world.entity_ids("requests03") == sorted(requests[:3])
+    data = load_world(root, "requests03")
+    assert {r["entity_id"] for r in data.qa["forget"]} == set(requests[:3])
+    assert data.qa["holdout"] == load_world(root, "forget10").qa["holdout"]  # every request's holdout
+    assert len(data.qa["retain"]) == len(load_world(root, "forget10").qa["retain"])  # the same at every step
+    with pytest.raises(UnmemError, match="names 5 requests; the world has 4"):
+        world.entity_ids("requests05")
+
+
 def test_a_version_2_world_still_loads_without_paraphrased_questions(tmp_path):
     """Generator 3 only added `paraphrased_question`, which nothing trains on: older worlds load."""
     import json

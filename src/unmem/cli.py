@@ -401,7 +401,10 @@ def eval_cmd(
     benchmark: str = typer.Option(
         "world", help="Data layout: world, tofu, muse (as published) or files (forget/retain/holdout)."
     ),
-    split: str = typer.Option("forget10", help="Forget split (forget01, forget05, forget10)."),
+    split: str = typer.Option(
+        "forget10",
+        help="Forget split (forget01, forget05, forget10; world: requestsNN, its first NN requests).",
+    ),
     retain_model: str | None = typer.Option(
         None, help="Retain model: forget quality and PrivLeak compare against it (cached)."
     ),
@@ -596,3 +599,164 @@ def finetune_cmd(
     }
     values.update({k: v for k, v in flags.items() if v is not None})
     print(finetune(model, data, out, build_finetune_config(values), overwrite=overwrite, resume=not restart))
+
+
+store_app = typer.Typer(
+    no_args_is_help=True, help="A versioned model store for deletion requests: ledger, receipts, rollback."
+)
+app.add_typer(store_app, name="store")
+
+
+@store_app.command("init")
+@user_errors
+def store_init_cmd(
+    model: str = typer.Option(..., help="The model to start from (Hugging Face directory); never modified."),
+    out: str = typer.Option(..., help="The store to create (a new or empty folder)."),
+    reference: bool = typer.Option(
+        False,
+        "--reference",
+        help="Keep the model where it is, pinned by its files' hashes, instead of copying it.",
+    ),
+) -> None:
+    """Start a store: version 0 is MODEL, and the ledger's first entry records it."""
+    from unmem.store import init_store
+
+    store = init_store(model, out, reference=reference)
+    print(store.root)
+
+
+@store_app.command("log")
+@user_errors
+def store_log_cmd(store: str = typer.Argument(..., help="The store.")) -> None:
+    """The ledger: one line per entry (requests, their outcome and evidence, rollbacks)."""
+    from unmem.store import log_rows
+
+    rows = [
+        {k: "-" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v) for k, v in row.items()}
+        for row in log_rows(store)
+    ]
+    widths = {key: max(len(key), *(len(row[key]) for row in rows)) for key in rows[0]}
+    for row in [dict(zip(widths, widths, strict=True)), *rows]:  # plain lines: a narrow terminal cuts none
+        print("  ".join(row[key].ljust(width) for key, width in widths.items()).rstrip())
+
+
+@store_app.command("show")
+@user_errors
+def store_show_cmd(
+    store: str = typer.Argument(..., help="The store."),
+    version: str | None = typer.Argument(None, help="Version number (default: the current one)."),
+) -> None:
+    """What a version is, the ledger entry that made it, its checks and receipt."""
+    import json
+
+    from unmem.store import show
+
+    print(json.dumps(show(store, version), indent=2))
+
+
+@store_app.command("export")
+@user_errors
+def store_export_cmd(
+    store: str = typer.Argument(..., help="The store."),
+    version: str = typer.Argument(..., help="Version number."),
+    out: str = typer.Option(..., help="Directory to write (a plain Hugging Face model directory)."),
+    overwrite: bool = typer.Option(False, help="Replace an earlier export (only a directory unmem wrote)."),
+) -> None:
+    """Write a version out as a model directory that transformers loads (EUL layers: over base/)."""
+    from unmem.store import export
+
+    print(export(store, version, out, overwrite=overwrite))
+
+
+@store_app.command("rollback")
+@user_errors
+def store_rollback_cmd(
+    store: str = typer.Argument(..., help="The store."),
+    version: str = typer.Argument(..., help="The version to make current again."),
+) -> None:
+    """Make an earlier version current; the ledger records it, nothing is deleted."""
+    from unmem.store import rollback
+
+    entry = rollback(store, version)
+    console.print(
+        f"version {entry['version_after']} is current (ledger entry {entry['seq']})", highlight=False
+    )
+
+
+@store_app.command("verify")
+@user_errors
+def store_verify_cmd(
+    store: str = typer.Argument(..., help="The store."),
+    receipt: list[str] = typer.Option(
+        [], help="Also check this receipt.json against the ledger (repeatable)."
+    ),
+) -> None:
+    """Recompute the ledger's hash chain, the versions' file hashes and receipts; name the first mismatch."""
+    from unmem.store import verify
+
+    report = verify(store, receipt)
+    for note in report.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    if report.notes:
+        return
+    console.print(
+        f"store verified: {report.entries} ledger entries chained, {report.versions} versions and "
+        f"{report.receipts} receipts match; current version {report.current}; head {report.head}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command("forget")
+@user_errors
+def forget_cmd(
+    store: str = typer.Argument(..., help="The store (`unmem store init`)."),
+    request: str | None = typer.Option(None, help="Request file (YAML: docs/requests.md)."),
+    forget: str | None = typer.Option(None, help="Or: the records to forget (question/answer file)."),
+    method: str | None = typer.Option(None, help="Method id (`unmem methods`)."),
+    recipe: str | None = typer.Option(None, help="Start from a recipe's settings (`unmem recipes`)."),
+    retain: str | None = typer.Option(None, help="Records to keep (methods with a retain term)."),
+    holdout: str | None = typer.Option(
+        None, help="Never-seen records like the forget ones: stopping and evidence."
+    ),
+    retain_model: str | None = typer.Option(
+        None, help="A model never trained on the records: forget quality."
+    ),
+    request_id: str | None = typer.Option(None, "--id", help="The request's id (default: from its content)."),
+    param: list[str] = typer.Option(
+        [], "--param", "-p", help="Method hyper-parameter KEY=VALUE (repeatable)."
+    ),
+    force: bool = typer.Option(False, help="Add the version even if an acceptance check fails (recorded)."),
+) -> None:
+    """Honour a deletion request: unlearn from the current version, evaluate, and add a version if
+    the request's checks pass; the ledger and a receipt record it either way."""
+    from unmem.config import parse_scalar
+    from unmem.store import forget as forget_request
+    from unmem.store import load_request, request_from_flags
+
+    flags: dict[str, Any] = {
+        "forget": forget, "method": method, "recipe": recipe, "retain": retain, "holdout": holdout,
+        "retain_model": retain_model, "id": request_id,
+    }  # fmt: skip
+    if param:
+        args = {}
+        for item in param:
+            key, sep, raw = item.partition("=")
+            if not sep or not key:
+                raise UnmemError(f"--param '{item}': expected KEY=VALUE")
+            args[key] = parse_scalar(raw)
+        flags["settings"] = {"method_args": args}
+    if request is not None:
+        resolved = load_request(request, flags)
+    elif forget is None:
+        raise UnmemError("give the request: --request REQ.yaml, or --forget FILE --method NAME")
+    else:
+        resolved = request_from_flags(flags)
+    outcome = forget_request(
+        store, resolved, force=force, log=lambda line: console.print(line, highlight=False)
+    )
+    console.print(outcome.message, highlight=False, soft_wrap=True)
+    if outcome.receipt is not None:
+        print(outcome.receipt)
+    if outcome.outcome == "refused":
+        sys.exit(1)

@@ -59,7 +59,8 @@ class RunDir:
 
 class ExperimentDir:
     """``world/``, ``models/<name>/``, ``runs/<run>/``, ``eval/<row>/``, ``report/``, ``state.json``,
-    ``report_data.json``, ``experiment.yaml`` and ``tracking/``."""
+    ``report_data.json``, ``experiment.yaml`` and ``tracking/``; with ``requests:`` also
+    ``stores/<run>/``, ``requests/`` and ``sequence.json``."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -101,6 +102,19 @@ class ExperimentDir:
     @property
     def tracking(self) -> Path:
         return self.root / "tracking"
+
+    def store(self, name: str) -> Path:
+        """A run's model store, in an experiment with ``requests:``."""
+        return self.root / "stores" / name
+
+    @property
+    def requests(self) -> Path:
+        """The requests' data files (the union of the first k, for runs that retrain on it)."""
+        return self.root / "requests"
+
+    @property
+    def sequence_data(self) -> Path:
+        return self.root / "sequence.json"
 
     def relative(self, path: Path) -> str:
         """A path inside the experiment as report_data.json records it (relative: the folder moves)."""

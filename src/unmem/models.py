@@ -123,14 +123,22 @@ MODEL_FILE_PATTERNS = (
 )
 
 
+def card_base(model_dir: Path) -> Path | None:
+    """The base model an adapter or method layers sit on, as their model card names it: an
+    absolute path, or one relative to ``model_dir`` (a model store's versions, which move with it)."""
+    card = Path(model_dir) / MODEL_CARD
+    if not card.is_file():
+        return None
+    base = json.loads(card.read_text()).get("base_model")
+    return Path(model_dir) / base if base else None
+
+
 def model_files(model_dir: Path) -> list[Path]:
     """Weights, config and tokenizer files; an adapter's or method layers' base model counts too."""
     files = sorted({p for pattern in MODEL_FILE_PATTERNS for p in model_dir.glob(pattern) if p.is_file()})
-    card = model_dir / MODEL_CARD
-    if card.is_file():
-        base = Path(json.loads(card.read_text()).get("base_model", ""))
-        if base.is_dir():
-            files += model_files(base)
+    base = card_base(model_dir)
+    if base is not None and base.is_dir():
+        files += model_files(base)
     return files
 
 
@@ -219,12 +227,17 @@ def _from_pretrained(path: Path, dtype: torch.dtype, trust_remote_code: bool) ->
 def _load_over_base(
     path: Path, card: dict[str, Any], dtype: torch.dtype, trust_remote_code: bool
 ) -> torch.nn.Module:
-    base_dir = Path(card["base_model"])
-    if not (base_dir / "config.json").is_file():
+    base_dir = path / card["base_model"]
+    if (base_dir / MODEL_CARD).is_file():  # a store's adapter over an adapter: load the chain
+        base = _load_over_base(
+            base_dir, json.loads((base_dir / MODEL_CARD).read_text()), dtype, trust_remote_code
+        )
+    elif not (base_dir / "config.json").is_file():
         raise UnmemError(
             f"{path / MODEL_CARD}: base model {base_dir} not found; it must stay where the run found it"
         )
-    base = _from_pretrained(base_dir, dtype, trust_remote_code)
+    else:
+        base = _from_pretrained(base_dir, dtype, trust_remote_code)
     if card["kind"] == "lora":
         from peft import PeftModel
 

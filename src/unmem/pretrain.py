@@ -108,7 +108,10 @@ def build_pretrain_config(values: dict[str, Any], source: str = "command line") 
 
 
 def retain_name(forget_split: str) -> str:
-    """The retain split that complements a forget split: forget10 -> retain90."""
+    """The retain split that complements a forget split: forget10 -> retain90; the model trained
+    without the world's first NN deletion requests: requests03 -> retain-requests03."""
+    if forget_split.startswith("requests") and forget_split[8:].isdigit():
+        return f"retain-{forget_split}"
     if not forget_split.startswith("forget") or not forget_split[6:].isdigit():
         raise UnmemError(f"'{forget_split}' is not a forget split name (forgetNN)")
     return f"retain{100 - int(forget_split[6:]):02d}"

@@ -151,3 +151,37 @@ class ReportData(ResultFile):
         if value is None:
             return []
         return [value] if isinstance(value, str) else value
+
+
+class SequenceStep(BaseModel):
+    """One method run after request ``k`` of a sequence (``sequence.json``)."""
+
+    k: int
+    outcome: str  # honoured | refused | skipped (store) or "retrained" (union)
+    version: int | None = None  # the store's current version after the request
+    seconds: float | None = None  # unlearning (and fusing) this request
+    steps: int | None = None  # optimiser steps it trained
+    stop_step: int | None = None  # the step whose weights calibrated stopping published
+    metrics: dict[str, float | None] = Field(default_factory=dict)  # on the union of requests 1..k
+    # "j" -> request j's own metrics (its forget probability, ...), measured after request k
+    per_request: dict[str, dict[str, float | None]] = Field(default_factory=dict)
+    checks: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class SequenceRun(BaseModel):
+    name: str
+    method: str
+    mode: str  # "continue" (a store) or "union" (the union unlearned from the target each time)
+    store: str | None = None  # relative to the experiment directory
+    steps: list[SequenceStep] = Field(default_factory=list)
+
+
+class SequenceData(ResultFile):
+    """``sequence.json``: an experiment's deletion requests, method by method, request by request."""
+
+    version: int = 1
+    requests: list[str] = Field(default_factory=list)  # the entity of each request, in order
+    retain_models: dict[str, str | None] = Field(default_factory=dict)  # "k" -> model without requests 1..k
+    target: SequenceStep | None = None  # the target on all the requests (k = their number)
+    runs: list[SequenceRun] = Field(default_factory=list)
+    not_computed: dict[str, str] = Field(default_factory=dict)

@@ -170,6 +170,18 @@ def forget_count(fraction: float, entities: int) -> int:
     return max(1, round(fraction * entities))
 
 
+def split_percent(split: str) -> int | None:
+    """forget10 -> 10; None for any other name."""
+    match = re.fullmatch(r"forget(\d+)", split)
+    return int(match.group(1)) if match else None
+
+
+def request_count(split: str) -> int | None:
+    """requests03 -> 3 (the union of the world's first three deletion requests); None otherwise."""
+    match = re.fullmatch(r"requests(\d+)", split)
+    return int(match.group(1)) if match else None
+
+
 def _config_error(exc: ValidationError) -> UnmemError:
     error = exc.errors()[0]
     field = ".".join(str(part) for part in error["loc"])
@@ -531,10 +543,30 @@ class World:
     def split_names(self) -> list[str]:
         return list(self.splits)
 
+    def requests(self) -> list[str]:
+        """The world's deletion requests, in order: one trained entity each, as many as the largest
+        forget split holds. forget01's entity comes first, then the rest of each larger forget
+        split (sorted), so the union of the first k requests is a forget split whenever k is one's
+        size (and a retain model trained for that split serves as the union's)."""
+        order: list[str] = []
+        forget = sorted((s for s in self.splits if split_percent(s) is not None), key=split_percent)
+        for split in forget:
+            order += sorted(set(self.splits[split]) - set(order))
+        return order
+
     def entity_ids(self, split: str) -> list[str]:
-        """Ids of a split, or of all ``"train"`` / ``"holdout"`` entities."""
+        """Ids of a split, of all ``"train"`` / ``"holdout"`` entities, or of the first NN
+        requests (``"requestsNN"``, :meth:`requests`)."""
         if split in ("train", "holdout"):
             return [entity["id"] for entity in self.entities() if entity["split"] == split]
+        if (count := request_count(split)) is not None:
+            requests = self.requests()
+            if not 1 <= count <= len(requests):
+                raise UnmemError(
+                    f"{self.root}: '{split}' names {count} requests; the world has {len(requests)} "
+                    f"(requests01..requests{len(requests):02d})"
+                )
+            return sorted(requests[:count])
         if split not in self.splits:
             known = ", ".join([*self.splits, "train", "holdout"])
             raise UnmemError(f"{self.root}: unknown split '{split}'; known: {known}")

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from unmem.errors import UnmemError
-from unmem.io import cache_key, hash_files, read_json
-from unmem.models import MODEL_CARD, resolve_device, resolve_model_dir
+from unmem.io import cache_key, hash_files
+from unmem.models import MODEL_CARD, card_base, resolve_device, resolve_model_dir
 
 MODEL_FILE_PATTERNS = (
     "*.safetensors",
@@ -25,11 +25,7 @@ MODEL_FILE_PATTERNS = (
 
 def base_model(model_dir: Path) -> Path | None:
     """The base model an adapter or method layers sit on (named in their model card), if any."""
-    card = model_dir / MODEL_CARD
-    if not card.is_file():
-        return None
-    base = read_json(card).get("base_model")
-    return Path(base) if base else None
+    return card_base(model_dir)
 
 
 def model_files(model_dir: Path) -> list[Path]:

@@ -28,6 +28,19 @@ class ExperimentEval(EvalConfig):
     threads: int | None = Field(1, gt=0)
 
 
+class RequestsConfig(BaseModel):
+    """``requests:``: the world's deletion requests, honoured one after another in a model store per
+    method run (``unmem.experiment.requests``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    count: int | None = Field(None, gt=0)  # the first N the world names (default: all of them)
+    accept: dict[str, Any] = Field(
+        default_factory=dict
+    )  # acceptance checks (unmem.store.request.AcceptChecks)
+    force: bool = False  # add every version, even when a check fails (recorded in the ledger)
+
+
 class ExperimentConfig(BaseModel):
     """The experiment file, as written (paths not yet resolved)."""
 
@@ -47,6 +60,7 @@ class ExperimentConfig(BaseModel):
     # (`eval.threads`): two threads on two shared cores ran the demo's unlearning ~10x slower.
     threads: int | None = Field(1, gt=0)
     recipe: str | None = None  # a shipped recipe's name or a recipe file (unmem.recipes): each method's start
+    requests: RequestsConfig | None = None  # sequential deletion requests instead of one forget split
     defaults: dict[str, Any] = Field(default_factory=dict)
     methods: list[dict[str, Any]] = Field(min_length=1)
     eval: ExperimentEval = Field(default_factory=ExperimentEval)

@@ -13,6 +13,7 @@ from unmem.experiment.config import (
     format_keypath,
     line_of,
     parse_config,
+    pydantic_error,
     read_yaml,
 )
 from unmem.experiment.plan import RunPlan, expand_methods
@@ -90,12 +91,43 @@ def _holdout_paths(runs: list[RunPlan], base: Path, benchmark: BenchmarkPlan) ->
             )
 
 
+def _check_requests(config: ExperimentConfig, benchmark: BenchmarkPlan) -> None:
+    """``requests:`` needs the world (which names them), at most as many as it has; ``sequence:``
+    needs ``requests:``; the acceptance checks are the store's."""
+    from pydantic import ValidationError
+
+    from unmem.data.world import World
+    from unmem.store.request import AcceptChecks
+
+    if config.requests is None:
+        for i, entry in enumerate(config.methods):
+            for key in ("sequence", "force"):
+                if key in entry:
+                    raise ConfigError(("methods", i, key), "only with `requests:` (a sequence of requests)")
+        return
+    if benchmark.name != "world":
+        raise ConfigError(("requests",), "the sequence of requests is the world's: needs `benchmark: world`")
+    if benchmark.world_config is not None:
+        available = max(benchmark.world_config.forget_sizes().values())
+    else:
+        available = len(World.load(benchmark.data_dir).requests())
+    if config.requests.count is not None and config.requests.count > available:
+        raise ConfigError(
+            ("requests", "count"), f"the world names {available} requests, got {config.requests.count}"
+        )
+    try:
+        AcceptChecks(**config.requests.accept)
+    except ValidationError as exc:
+        raise pydantic_error(exc, ("requests", "accept")) from None
+
+
 def validate(config: ExperimentConfig, text: str, source: Path) -> Experiment:
     base = source.parent
     benchmark = resolve_benchmark(config, base)
     models = resolve_models(config, base, benchmark)
     runs = expand_methods(config, _recipe(config, base))
     _holdout_paths(runs, base, benchmark)
+    _check_requests(config, benchmark)
     _check_families(config)
     return Experiment(
         config=config,

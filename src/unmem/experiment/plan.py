@@ -23,6 +23,10 @@ from unmem.experiment.config import ConfigError, ExperimentConfig, KeyPath, pyda
 from unmem.recipes import Recipe, merge_settings
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+ENTRY_KEYS = ("name", "sequence", "force")  # keys of a method entry besides UnlearnConfig's
+# With `requests:`: "continue" honours each request from the version before (EUL fuses its
+# layers); "union" unlearns the union of the requests so far from the target every time.
+SEQUENCES = ("continue", "union")
 
 
 @dataclass
@@ -36,6 +40,8 @@ class RunPlan:
     grid: dict[str, Any]  # the grid values of this point (empty without a grid)
     config: UnlearnConfig
     sweep: str = ""  # the entry's `name` or method: the grid points of one entry form one sweep
+    sequence: str = "continue"  # with `requests:`: continue from each version, or "union" (retrain on it)
+    force: bool | None = None  # with `requests:`: keep every version of this run (None: `requests.force`)
 
 
 def _type_error(value: Any, hint: Any) -> str | None:
@@ -81,14 +87,21 @@ def _check_entry(entry: dict[str, Any], where: KeyPath) -> Any:
     for key in entry:
         if key == "seed":
             raise ConfigError((*where, key), "set seeds for every run with the top-level `seeds:`")
-        if key != "name" and key not in UnlearnConfig.model_fields:
+        if key not in ENTRY_KEYS and key not in UnlearnConfig.model_fields:
             raise ConfigError(
-                (*where, key), f"unknown key; known: name, {', '.join(sorted(UnlearnConfig.model_fields))}"
+                (*where, key),
+                f"unknown key; known: name, sequence, {', '.join(sorted(UnlearnConfig.model_fields))}",
             )
     try:
         spec = get_method(str(entry["method"]))
     except UnmemError as exc:
         raise ConfigError((*where, "method"), str(exc)) from None
+    if not isinstance(entry.get("force", False), bool):
+        raise ConfigError((*where, "force"), f"must be true or false, got {entry['force']!r}")
+    if entry.get("sequence", "continue") not in SEQUENCES:
+        raise ConfigError(
+            (*where, "sequence"), f"must be one of {', '.join(SEQUENCES)}, got {entry['sequence']!r}"
+        )
     label = entry.get("name")
     if label is not None and not (isinstance(label, str) and NAME.fullmatch(label)):
         raise ConfigError((*where, "name"), f"must be a plain name (letters, digits, _.+-), got {label!r}")
@@ -143,7 +156,7 @@ def expand_entry(
     from_recipe = _recipe_settings(recipe, spec.name, where)
     args_fixed, args_axes = _method_args(spec, entry, where)
     args_fixed = {**from_recipe.pop("method_args", {}), **args_fixed}
-    top = {k: v for k, v in entry.items() if k not in ("method", "method_args", "name")}
+    top = {k: v for k, v in entry.items() if k not in ("method", "method_args", *ENTRY_KEYS)}
     top_hints = {k: f.annotation for k, f in UnlearnConfig.model_fields.items()}
     top_fixed, top_axes = split_grid(top, top_hints, where)
     axes = [(("method_args", k), v) for k, v in args_axes.items()] + [((k,), v) for k, v in top_axes.items()]
@@ -172,7 +185,9 @@ def expand_entry(
                     prefix = ("recipe",)
                 raise ConfigError(prefix + error.keypath, error.message) from None
             sweep = entry.get("name") or spec.name
-            runs.append(RunPlan(f"{variant}-s{seed}", variant, spec.name, seed, grid, unlearn_config, sweep))
+            plan = RunPlan(f"{variant}-s{seed}", variant, spec.name, seed, grid, unlearn_config, sweep)
+            plan.sequence, plan.force = entry.get("sequence", "continue"), entry.get("force")
+            runs.append(plan)
     return runs
 
 

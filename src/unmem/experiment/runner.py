@@ -534,7 +534,7 @@ def run_experiment(
     _check_out(out)
     layout = ExperimentDir(out)
     with exclusive_lock(out):
-        runner = Runner(exp, layout, overwrite, console)
+        runner = _runner_class(exp)(exp, layout, overwrite, console)
         stages = runner.stages()
         runner.log = StageLog(layout.state, stages, console)
         runner.plan_redo()
@@ -549,6 +549,15 @@ def run_experiment(
             f"errors are in {layout.state}; fix and re-run the same command to retry them"
         )
     return layout.report
+
+
+def _runner_class(exp: Experiment) -> type[Runner]:
+    """The stages of an experiment with ``requests:`` are those of ``unmem.experiment.requests``."""
+    if exp.config.requests is None:
+        return Runner
+    from unmem.experiment.requests import SequenceRunner
+
+    return SequenceRunner
 
 
 def run_stages(runner: Runner, stages: list[Stage]) -> None:

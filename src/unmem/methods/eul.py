@@ -190,7 +190,8 @@ def collect_grams(model: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]
     Each input row is augmented to [x, 1] (see the module docstring), so G = Σ [x,1]ᵀ[x,1]
     is symmetric PSD and G[-1, -1] counts the tokens. Each batch is a dict with
     ``input_ids`` and optionally ``attention_mask``; with a mask, padding tokens are left
-    out. Accumulated in float64, returned as float32 on CPU. The model runs in eval mode.
+    out, and a ``gram_mask`` (batch, time) counts only the tokens it marks. Accumulated in
+    float64, returned as float32 on CPU. The model runs in eval mode.
     """
     linears = _adapter_linears(model)
     if not linears:
@@ -220,7 +221,8 @@ def collect_grams(model: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]
             input_ids = batch["input_ids"].to(device)
             mask = batch.get("attention_mask")
             mask = None if mask is None else mask.to(device)
-            current["mask"] = None if mask is None else mask.bool()
+            select = batch.get("gram_mask", mask)  # the tokens whose inputs count (default: all real ones)
+            current["mask"] = None if select is None else select.to(device).bool()
             model(input_ids=input_ids, attention_mask=mask)
     finally:
         for handle in handles:

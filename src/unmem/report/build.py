@@ -21,11 +21,27 @@ from unmem.report import robustness
 from unmem.report.page import render_html
 from unmem.report.rows import KIND_ORDER, TRAIN_COLUMNS, Row, aggregate, collect, metric_columns
 from unmem.report.selection import selection_notes, sweep_selections, write_selection_csv
+from unmem.report.sequence import (
+    SEQUENCE_FILE,
+    read_sequence,
+    sequence_html,
+    sequence_markdown,
+    sequence_notes,
+    write_sequence_csv,
+)
 from unmem.report.tables import markdown, report_notes, terminal_table, write_csv, write_mean_csv
 from unmem.results import ReportData
 
 REPORT_FILES = frozenset(
-    {"results.csv", "results_mean.csv", "selection.csv", "report.md", "report.html", OUTPUT_MARKER}
+    {
+        "results.csv",
+        "results_mean.csv",
+        "selection.csv",
+        SEQUENCE_FILE,
+        "report.md",
+        "report.html",
+        OUTPUT_MARKER,
+    }
 )
 
 
@@ -87,6 +103,7 @@ def build_report(
     notes = [line for m in metas for line in report_notes(m, f"{m.name}: " if several else "")]
     selections = sweep_selections(variants)
     notes += selection_notes(selections)
+    sequence = read_sequence(run_dirs[0]) if not several else None  # an experiment with `requests:`
     with exclusive_lock(out):
         check_report_output(out)
         if out.is_dir() and not is_unmem_output(out):
@@ -98,12 +115,16 @@ def build_report(
                 write_selection_csv(selections, staging / "selection.csv")
             page = markdown(variants, main, title, several, notes)
             page += robustness.markdown_section(variants, columns, several)
-            write_text_atomic(staging / "report.md", page)
             extra = robustness.html_section(variants, columns, several)
+            if sequence is not None:
+                write_sequence_csv(sequence, staging / SEQUENCE_FILE)
+                page += sequence_markdown(sequence)
+                extra += sequence_html(sequence)
+            write_text_atomic(staging / "report.md", page)
             html_page = render_html(variants, main, title, meta_lines, several, notes, extra)
             write_text_atomic(staging / "report.html", html_page)
     console = console or Console()
     console.print(terminal_table(variants, main, several, console.width))
-    for line in notes:
+    for line in [*notes, *(sequence_notes(sequence) if sequence is not None else [])]:
         console.print(line, highlight=False, soft_wrap=True)
     return out

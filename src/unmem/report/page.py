@@ -60,7 +60,8 @@ def render_html(
     notes: Sequence[str] = (),
     extra: str = "",
 ) -> str:
-    """The page; ``extra`` is HTML of other views (the robustness audit), placed before the runs."""
+    """The page; ``extra`` is HTML of other views (the robustness audit, the sequence of deletion
+    requests), placed before the runs."""
     esc = html.escape
     head_cells = "".join(f"<th>{esc(c)}</th>" for c in ("row", "n", *columns, *TRAIN_COLUMNS))
     body = []

@@ -233,12 +233,11 @@ def _input_paths(
 
 def _base_model(model_dir: Path) -> Path | None:
     """The base an adapter or method-layer output stands on (it is read too)."""
-    from unmem.io import read_json
-    from unmem.models import MODEL_CARD
+    from unmem.models import MODEL_CARD, card_base
 
     for folder in (model_dir, model_dir / "model"):
         if (folder / MODEL_CARD).is_file():
-            return Path(read_json(folder / MODEL_CARD).get("base_model", folder))
+            return card_base(folder) or folder
     return None
 
 

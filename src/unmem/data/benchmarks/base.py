@@ -9,12 +9,12 @@ not provide stays empty and the metrics that need it are ``null``. Files may be
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from unmem.data.world import split_percent  # noqa: F401 (the layouts import it from here)
 from unmem.errors import UnmemError, input_error
 from unmem.io import hash_files, hash_json, read_records, read_values
 
@@ -183,11 +183,6 @@ class FileSet:
 def retain_subset(records: list[dict[str, Any]], n_forget: int) -> list[dict[str, Any]]:
     """The first ``max(n_forget, 100)`` retain records (the convention for the retain set)."""
     return records[: max(n_forget, MIN_RETAIN)]
-
-
-def split_percent(split: str) -> int | None:
-    match = re.fullmatch(r"forget(\d+)", split)
-    return int(match.group(1)) if match else None
 
 
 def nlu_items() -> list[dict[str, Any]]:

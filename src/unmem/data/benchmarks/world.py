@@ -12,7 +12,9 @@
 | ``private`` | ``text/private`` of the forget entities |
 | ``general`` | ``text/general_eval`` |
 
-Unlearning trains on ``qa/<split>`` and ``qa/retainNN``. Every QA file carries
+``requestsNN`` evaluates the union of the world's first NN deletion requests (one person each,
+``World.requests``) against the largest split's holdout and retain sets. Unlearning trains on
+``qa/<split>`` and ``qa/retainNN``. Every QA file carries
 ``paraphrased_answer``; the TOFU family reads it on forget and retain only (real_world and
 world_facts are scored against ``answer``, as TOFU's reference does; docs/data-format.md).
 Entity QA also carry ``paraphrased_question`` (worlds of generator 3), which only the robustness
@@ -34,7 +36,7 @@ from unmem.data.benchmarks.base import (
     split_percent,
 )
 from unmem.data.benchmarks.registry import register_benchmark
-from unmem.data.world import World
+from unmem.data.world import World, request_count
 from unmem.errors import UnmemError
 
 
@@ -46,16 +48,32 @@ def _checked_split(world: World, split: str) -> int:
     return pct
 
 
+def _forget_set(world: World, split: str) -> tuple[list[dict], int]:
+    """The forget QA of ``split`` and the percentage whose holdout and retain splits go with it:
+    a forgetNN split's own, or for ``requestsNN`` (the union of the world's first NN deletion
+    requests) the largest split's, which hold every request's holdout and none of its people."""
+    if request_count(split) is None:
+        return world.qa(split), _checked_split(world, split)
+    ids = set(world.entity_ids(split))
+    return [r for r in world.qa("train") if r["entity_id"] in ids], max(world.config.forget_sizes())
+
+
+def _retain_size(world: World, split: str, forget: list[dict], pct: int) -> int:
+    """How many retain QA to score: as many as the forget set (at least 100), and for the
+    requests the same set at every step, the largest forget split's, so utility is comparable."""
+    return len(world.qa(f"forget{pct:02d}")) if request_count(split) is not None else len(forget)
+
+
 def load_world(path: str | Path, split: str = "forget10") -> EvalData:
-    """The built-in world (``unmem world --out DIR``); ``split`` is a forgetNN split."""
+    """The built-in world (``unmem world --out DIR``); ``split`` is a forgetNN split or
+    ``requestsNN``, the union of the world's first NN deletion requests (``World.requests``)."""
     world = World.load(path)
-    pct = _checked_split(world, split)
+    forget, pct = _forget_set(world, split)
     largest = max(world.config.forget_sizes())
     forget_ids = set(world.entity_ids(split))
     holdout_ids = set(world.entity_ids(f"holdout{pct:02d}"))
     root = world.root
-    forget = world.qa(split)
-    retain = retain_subset(world.qa(f"retain{100 - pct:02d}"), len(forget))
+    retain = retain_subset(world.qa(f"retain{100 - pct:02d}"), _retain_size(world, split, forget, pct))
     verb_forget = [r for r in world.muse(f"verbmem_forget{largest:02d}") if r["entity_id"] in forget_ids]
     verb_holdout = [r for r in world.muse(f"verbmem_holdout{largest:02d}") if r["entity_id"] in holdout_ids]
     know_forget = [r for r in world.muse(f"knowmem_forget{largest:02d}") if r["entity_id"] in forget_ids]
