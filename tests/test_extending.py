@@ -114,7 +114,7 @@ def test_a_benchmark_layout_defined_in_one_file_evaluates(csv_layout, tiny_model
     assert metrics["forget_prob"] is not None and metrics["mia_loss_auc"] is not None
     assert metrics["forget_truth_ratio"] is None  # plain QA: no perturbed answers
     unknown = CliRunner().invoke(app, [*args, "--benchmark", "csv"])
-    assert unknown.exit_code == 2 and "known: world, tofu, muse, files, csv_qa" in unknown.output
+    assert unknown.exit_code == 2 and "known: world, tofu, muse, files, texts, csv_qa" in unknown.output
 
 
 def test_an_attack_defined_in_one_file_joins_the_robustness_audit(monkeypatch, tiny_model_dir, tmp_path):

@@ -160,9 +160,11 @@ def unlearn_cmd(
         ..., help="Model directory (Hugging Face layout) to unlearn from; never modified."
     ),
     method: str | None = typer.Option(None, help="Method id (see `unmem methods`)."),
-    forget: str = typer.Option(..., help="JSONL/JSON of question/answer pairs to forget."),
+    forget: str = typer.Option(
+        ..., help="Question/answer pairs to forget (JSONL/JSON), or texts: a .txt file, `text` records."
+    ),
     out: str = typer.Option(..., help="Output directory (must not exist unless --overwrite)."),
-    retain: str | None = typer.Option(None, help="JSONL of question/answer pairs to keep."),
+    retain: str | None = typer.Option(None, help="Question/answer pairs or texts to keep."),
     config: str | None = typer.Option(None, help="YAML with any UnlearnConfig fields."),
     recipe: str | None = typer.Option(
         None, help="Start from a recipe's settings for the method (`unmem recipes`; or a recipe file)."
@@ -208,6 +210,12 @@ def unlearn_cmd(
         "The run stops, and publishes the weights, where the forget set is as unfamiliar as these.",
     ),
     stop_every: int | None = typer.Option(None, help="Calibrated stopping: steps between checks."),
+    threads: int = typer.Option(
+        1,
+        min=1,
+        help="torch CPU threads (default 1, as `unmem run`: two threads on two shared cores ran "
+        "unlearning ~10x slower; raise it on cores of your own).",
+    ),
     overwrite: bool = typer.Option(
         False, help="Replace an existing output directory (only one unmem wrote; never an input)."
     ),
@@ -215,13 +223,14 @@ def unlearn_cmd(
         False, help="Discard checkpoints of an interrupted run in OUT.work and start afresh."
     ),
 ) -> None:
-    """Unlearn a forget set from a model with one method.
+    """Unlearn a forget set (QA pairs, or texts cut into windows) from a model with one method.
 
     Resuming: with --checkpoint-every N, an interrupted run (Ctrl-C, kill, crash) keeps
     checkpoints in OUT.work; the same command resumes from the last one. A run with other
     inputs or settings refuses to start there until you pass --restart.
     """
     from unmem.config import build_config, load_yaml, parse_scalar
+    from unmem.evaluation.orchestrator import torch_threads
     from unmem.recipes import load_recipe, merge_settings
     from unmem.train import unlearn
 
@@ -267,7 +276,11 @@ def unlearn_cmd(
     if "method" not in values:
         raise UnmemError("no method given: pass --method NAME or set `method:` in --config")
     resolved = build_config(values, source=config or "command line")
-    print(unlearn(model, forget, out, resolved, retain_path=retain, overwrite=overwrite, resume=not restart))
+    with torch_threads(threads):
+        path = unlearn(
+            model, forget, out, resolved, retain_path=retain, overwrite=overwrite, resume=not restart
+        )
+    print(path)
 
 
 @app.command("world")
@@ -297,6 +310,22 @@ def world_cmd(
         highlight=False,
         soft_wrap=True,
     )
+
+
+@app.command("licenses")
+@user_errors
+def licenses_cmd(
+    out: str = typer.Option(..., help="Directory to create: a `texts` benchmark directory."),
+    licenses_dir: str = typer.Option(
+        "/usr/share/common-licenses", help="Where the GPL, LGPL, Apache, CC0 and BSD license texts are."
+    ),
+    overwrite: bool = typer.Option(False, help="Replace an existing output directory (one unmem wrote)."),
+) -> None:
+    """Build the `texts` example from this machine's license texts: forget the MIT and BSD licenses
+    SmolLM2 memorised, keep the GPL/Apache notices, hold out unmemorised license texts."""
+    from unmem.data.licenses import build_license_texts
+
+    print(build_license_texts(out, licenses_dir=licenses_dir, overwrite=overwrite))
 
 
 def _one_progress_display() -> None:

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from unmem.data.windows import continuation_text
 from unmem.errors import UnmemWarning
 from unmem.logprobs import IGNORE_INDEX, SENSITIVE_MARKER
 
@@ -243,6 +244,28 @@ def encode_text(tokenizer: Any, text: str, *, max_length: int | None = None, ind
     return Example(ids, list(ids), None, index)
 
 
+def encode_window(
+    tokenizer: Any,
+    record: dict[str, Any],
+    *,
+    max_length: int | None = None,
+    continuation_tokens: int | None = None,
+    index: int = 0,
+) -> Example:
+    """A text window (``prompt`` / ``gt``, ``unmem.data.windows``): ``[bos] prompt continuation``,
+    labels on the continuation's first ``continuation_tokens`` tokens (all: None), no eos (a window
+    is the middle of a text). Longer than ``max_length``: the prompt loses its start, as a QA
+    pair's question does."""
+    bos = _special(tokenizer, "bos")
+    prompt_ids = bos + list(tokenizer(str(record["prompt"]), add_special_tokens=False)["input_ids"])
+    continuation = list(tokenizer(continuation_text(record), add_special_tokens=False)["input_ids"])
+    continuation = continuation[:continuation_tokens]
+    example = Example(prompt_ids + continuation, [IGNORE_INDEX] * len(prompt_ids) + continuation, None, index)
+    if max_length is not None and len(example.input_ids) > max_length:
+        return _shorten(example, len(bos), len(prompt_ids), max_length)
+    return example
+
+
 def encode_records(
     tokenizer: Any,
     records: Sequence[dict[str, Any]],
@@ -251,10 +274,13 @@ def encode_records(
     answer_key: str = "answer",
     max_length: int | None = None,
 ) -> list[Example]:
-    """QA records -> examples; the ``sensitive`` field, when present, feeds token weights.
+    """QA records -> examples under ``fmt``; the ``sensitive`` field, when present, feeds token
+    weights. Text windows (``prompt`` / ``gt`` records) -> ``encode_window``, whatever ``fmt``.
     Sequences longer than ``max_length`` are counted in one ``TruncationWarning``."""
     examples = [
-        encode_qa(
+        encode_window(tokenizer, record, max_length=max_length, index=i)
+        if "prompt" in record and "question" not in record
+        else encode_qa(
             tokenizer,
             record["question"],
             record[answer_key],

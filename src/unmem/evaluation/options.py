@@ -5,6 +5,7 @@ files (their ``eval:`` section) all fill.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -16,7 +17,9 @@ from unmem.errors import UnmemError
 # Bump when a formula or convention changes: invalidates every cache.
 # 2: truth ratio on real_world / world_facts against the answer; eos left out of exact
 #    memorisation and extraction strength (both as TOFU's reference evaluator).
-EVAL_VERSION = 2
+# 3: memorisation of text windows (forget / retain / holdout: accuracy, exact-match length,
+#    k-sample extraction, VerbMem); EL_n targets join prompt and gt as the text has them.
+EVAL_VERSION = 3
 
 
 class OptionError(UnmemError, ValueError):
@@ -32,6 +35,8 @@ CONVENTIONS = ("unmem", "open-unlearning")
 # reference generates up to 200 new tokens (its answers are one or two sentences).
 ANSWER_TOKENS = {"unmem": 64, "open-unlearning": 200}
 POSITIVE_OPTIONS = (
+    "extraction_samples",
+    "extraction_tokens",
     "relearn_epochs",
     "relearn_batch_size",
     "sample_k",
@@ -64,6 +69,12 @@ class EvalOptions:
     # eval.py takes it from its constants (AUC_RETRAIN) for the published news / books models.
     privleak_retain_auc: float | None = None
     gradnorm_samples: int = 64  # per side: one backward pass per sample
+    # k-sample extraction on text windows (Hayes et al. 2024): k samples, the first n continuation
+    # tokens, sampled as Carlini et al. 2021 extracted training data (temperature 1, top-40).
+    extraction_samples: int = 100
+    extraction_tokens: int = 50
+    extraction_temperature: float = 1.0
+    extraction_top_k: int | None = 40
     el_orders: tuple[int, ...] = (3, 5, 10)  # DI reports EL_3, EL_5, EL_10
     el_stride: int = 8
     el_max_tokens: int = 64
@@ -99,6 +110,10 @@ class EvalOptions:
             raise OptionError(
                 "privleak_retain_auc", f"must be an AUC in (0, 1], got {self.privleak_retain_auc}"
             )
+        if not (math.isfinite(self.extraction_temperature) and self.extraction_temperature > 0):
+            raise OptionError("extraction_temperature", f"must be > 0, got {self.extraction_temperature}")
+        if self.extraction_top_k is not None and self.extraction_top_k < 1:
+            raise OptionError("extraction_top_k", f"must be >= 1 or null, got {self.extraction_top_k}")
         if not 0 < self.relearn_lr < 1:  # NaN fails this too
             raise OptionError("relearn_lr", f"must be in (0, 1), got {self.relearn_lr}")
         if self.robust_attacks is not None and not self.robust_attacks:

@@ -15,19 +15,13 @@ import numpy as np
 import torch
 
 from unmem.data.benchmarks import EvalData
-from unmem.data.collate import PromptFormat
+from unmem.data.collate import Example, PromptFormat, encode_window, warn_truncated
+from unmem.data.windows import continuation_text, window_error
 from unmem.errors import UnmemError
 from unmem.evaluation.options import EvalOptions
+from unmem.logprobs import IGNORE_INDEX
 from unmem.metrics import mia, scoring
-
-
-def context_length(model: torch.nn.Module) -> int:
-    config = getattr(model, "config", None)
-    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return min(value, 4096)
-    return 2048
+from unmem.models import context_length
 
 
 class ModelSession:
@@ -111,6 +105,74 @@ class ModelSession:
             ),
         )
 
+    def window_examples(self, name: str) -> list[Example]:
+        """Text windows of ``verbmem[name]`` as scored: ``[bos] prompt continuation``, the continuation
+        cut to ``verbmem_max_new_tokens`` tokens (MUSE's budget). A window longer than the model's
+        context loses the start of its prompt (one warning counts them); one whose continuation alone
+        does not fit is an error naming its file."""
+        records = self.data.verbmem[name]
+
+        def compute() -> list[Example]:
+            cap = self.opts.verbmem_max_new_tokens
+            examples = [
+                encode_window(
+                    self.tokenizer, record, max_length=self.max_length, continuation_tokens=cap, index=i
+                )
+                for i, record in enumerate(records)
+            ]
+            for record, example in zip(records, examples, strict=True):
+                if example.truncated == "answer":
+                    raise window_error(
+                        record,
+                        f"does not fit the model's context ({self.max_length} tokens) even without its prompt",
+                    )
+            warn_truncated(examples, self.max_length)
+            return examples
+
+        return self._cached(("window_examples", name), compute)
+
+    def window_scores(self, name: str) -> list[scoring.TokenScores]:
+        """Teacher-forced scores of each window's continuation given its prompt, with the
+        log-probabilities of the extraction options' sampling distribution."""
+        return self._cached(
+            ("windows", name),
+            lambda: scoring.score_examples(
+                self.model,
+                self.window_examples(name),
+                scoring.pad_token_id(self.tokenizer),
+                batch_size=self.batch_size,
+                sampling=(self.opts.extraction_temperature, self.opts.extraction_top_k),
+                desc="scoring windows",
+            ),
+        )
+
+    def window_truths(self, name: str) -> list[list[int]]:
+        """The scored continuation ids of each window (after its prompt, at most the MUSE budget)."""
+        return [
+            [t for t, label in zip(e.input_ids, e.labels, strict=True) if label != IGNORE_INDEX]
+            for e in self.window_examples(name)
+        ]
+
+    def window_continuations(self, name: str) -> list[list[int]]:
+        """Greedy continuation ids of each window's prompt, ``verbmem_max_new_tokens`` at most (MUSE)."""
+
+        def compute() -> list[list[int]]:
+            prompts = [
+                [t for t, label in zip(e.input_ids, e.labels, strict=True) if label == IGNORE_INDEX]
+                for e in self.window_examples(name)
+            ]
+            return scoring.generate_ids(
+                self.model,
+                prompts,
+                max_new_tokens=self.opts.verbmem_max_new_tokens,
+                pad_token_id=scoring.pad_token_id(self.tokenizer),
+                eos_token_id=getattr(self.tokenizer, "eos_token_id", None),
+                batch_size=self.batch_size,
+                desc="continuing windows",
+            )
+
+        return self._cached(("window_continuations", name), compute)
+
     def membership_scores(self, side: str) -> tuple[list[scoring.TokenScores], list[str]]:
         """Scores and scored strings of the members ("forget") or non-members ("holdout")."""
         kind = self.data.membership_kind()
@@ -120,12 +182,19 @@ class ModelSession:
         if kind == "text":
             texts = self.data.privleak[side]
             return self.text_scores(f"privleak/{side}", texts), list(texts)
-        raise UnmemError("membership inference needs forget and holdout QA, or PrivLeak passages")
+        if kind == "windows":
+            return self.window_scores(side), [continuation_text(r) for r in self.data.verbmem[side]]
+        raise UnmemError(
+            "membership inference needs forget and holdout QA, PrivLeak passages, or forget and holdout texts"
+        )
 
     def privleak_scores(self, side: str) -> np.ndarray:
-        """MUSE PrivLeak's Min-40% scores: passages when the data has them, else QA answers."""
+        """MUSE PrivLeak's Min-40% scores: passages when the data has them, else QA answers, else the
+        continuations of text windows."""
         if self.data.privleak.get(side):
             scores = self.text_scores(f"privleak/{side}", self.data.privleak[side])
+        elif self.data.membership_kind() == "windows":
+            scores = self.window_scores(side)
         else:
             scores = self.qa_scores(side)
         return mia.min_k_scores([s.logps for s in scores], k=0.4)

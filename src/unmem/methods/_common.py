@@ -84,28 +84,32 @@ def pad_id(tokenizer: Any) -> int:
 
 def record_batches(
     tokenizer: Any,
-    items: Sequence[tuple[str, str] | str],
+    items: Sequence[tuple[str, str] | str | dict[str, Any]],
     *,
     batch_size: int = 8,
     max_length: int | None = 512,
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Right-padded batches of (question, answer) pairs or plain passages, tokenised as the collator does.
+    """Right-padded batches of (question, answer) pairs, plain passages or text windows
+    (``prompt`` / ``gt`` dicts), tokenised as the collator does.
 
     Yields ``input_ids``, ``attention_mask`` and unshifted ``labels`` (batch, time): labels
     are -100 on prompt and padding, so ``labels != -100`` marks the answer's input positions.
     The prompt format is the collator's default for this tokenizer (chat template if it has one).
     """
-    from unmem.data.collate import PromptFormat, collate, encode_qa, encode_text
+    from unmem.data.collate import PromptFormat, collate, encode_qa, encode_text, encode_window
 
     fmt = PromptFormat.for_tokenizer(tokenizer)
     pad = pad_id(tokenizer)
+
+    def encode(item: tuple[str, str] | str | dict[str, Any]) -> Any:
+        if isinstance(item, str):
+            return encode_text(tokenizer, item, max_length=max_length)
+        if isinstance(item, dict):
+            return encode_window(tokenizer, item, max_length=max_length)
+        return encode_qa(tokenizer, item[0], item[1], fmt, max_length=max_length)
+
     for start in range(0, len(items), batch_size):
-        examples = [
-            encode_text(tokenizer, item, max_length=max_length)
-            if isinstance(item, str)
-            else encode_qa(tokenizer, item[0], item[1], fmt, max_length=max_length)
-            for item in items[start : start + batch_size]
-        ]
+        examples = [encode(item) for item in items[start : start + batch_size]]
         batch = collate(examples, pad, padding_side="right")
         yield {key: batch[key] for key in ("input_ids", "attention_mask", "labels")}
 

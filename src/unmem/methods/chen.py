@@ -20,6 +20,10 @@ below is our design from that abstract (METHODS.md), not the authors' method:
    over refusal answers (``unmem/data/idk_answers.txt``) placed after forget questions;
    with ``clusters`` = k > 1 they are clustered by k-means and μ is the centroid of the
    most populated cluster (the typical refusal); k = 1 is the plain mean.
+   ``refusal`` (ours): "whole" refusals as above, or "span": the forget answer with its
+   sensitive spans replaced by a refusal phrase (``unmem.data.refusals.refusal_record``), for
+   the NLL and for μ alike. A whole refusal teaches every question its first words ("I'm",
+   "I don't"); on SmolLM2 the model then began world-facts answers with "I" ("Ireland.").
 4. Retain: α·KL(π_ref ‖ π_θ) on retain answer tokens.
   L = λ_pos·L_pos + λ_neg·L_neg + α·R
 Hidden index: HF ``output_hidden_states`` numbering, the last entry (= number of layers).
@@ -33,11 +37,12 @@ from typing import Any
 
 import torch
 
-from unmem.data.refusals import load_idk_answers
+from unmem.data.refusals import REFUSAL_STYLES, load_idk_answers, refusal_record
 from unmem.errors import UnmemError
 from unmem.methods._chen_evaluator import score_records, select_for_unlearning
 from unmem.methods._common import (
     add_retain,
+    check_choice,
     check_focus,
     check_int,
     check_number,
@@ -68,6 +73,7 @@ class ChenConfig:
     seed: int = 0  # k-means seed
     focus: str = "none"  # "none" | "soft" | "hard": weight of sensitive spans in the push (ours)
     focus_coeff: float = 10.0  # weight of sensitive tokens in the "soft" variant
+    refusal: str = "whole"  # desirable response: "whole" refusal or "span" (ours; see docstring)
 
     def __post_init__(self) -> None:
         check_number("lambda_pos", self.lambda_pos, strict=False)
@@ -78,6 +84,7 @@ class ChenConfig:
         check_int("setup_pairs", self.setup_pairs, low=1)
         check_int("seed", self.seed, low=0)
         check_focus(self.focus, self.focus_coeff)
+        check_choice("refusal", self.refusal, REFUSAL_STYLES)
 
 
 def cluster_mean(embeddings: torch.Tensor, k: int = 1, *, seed: int = 0) -> torch.Tensor:
@@ -119,15 +126,23 @@ def answer_embeddings(model: torch.nn.Module, batches: Iterable[Mapping[str, tor
 
 
 def chen_setup(ctx: SetupContext, cfg: ChenConfig) -> dict[str, Any]:
-    """``state = {"mu": (D,) tensor, "layer": last hidden index}``, from the reference model."""
-    questions = [str(r["question"]) for r in ctx.forget_records if r.get("question")]
-    if not questions:
-        raise UnmemError("chen needs question/answer forget records (a `question` field) to compute μ")
-    refusals = load_idk_answers()
-    n = min(cfg.setup_pairs, max(len(questions), len(refusals)))
-    pairs = [(questions[i % len(questions)], refusals[i % len(refusals)]) for i in range(n)]
+    """``state = {"mu": (D,) tensor, "layer": last hidden index}``, from the reference model.
+
+    μ pools the reference's last hidden state over the forget records answered with refusals
+    (cycling records and refusals up to ``setup_pairs`` pairs), as the refusal batch pairs them."""
+    records = [r for r in ctx.forget_records if r.get("question") or r.get("prompt")]
+    if not records:
+        raise UnmemError("chen needs question/answer forget records or text windows to compute μ")
+    kind = "text" if "question" not in records[0] else ("span" if cfg.refusal == "span" else "qa")
+    n = min(cfg.setup_pairs, max(len(records), len(load_idk_answers(kind))))
+    items: list[Any] = []
+    for i in range(n):
+        paired = refusal_record(
+            records[i % len(records)], lambda options, i=i: options[i % len(options)], cfg.refusal
+        )
+        items.append((paired["question"], paired["answer"]) if "question" in paired else paired)
     model = ctx.ref_model if ctx.ref_model is not None else ctx.model
-    embeddings = answer_embeddings(model, record_batches(ctx.tokenizer, pairs))
+    embeddings = answer_embeddings(model, record_batches(ctx.tokenizer, items))
     mu = cluster_mean(embeddings, cfg.clusters, seed=cfg.seed)
     return {"mu": mu.to(ctx.device), "layer": num_layers(ctx.model)}
 

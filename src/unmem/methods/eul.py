@@ -286,14 +286,17 @@ def eul_finalize(model: nn.Module, ctx: SetupContext, cfg: EULConfig, out_dir: P
     """Store this request's Gram matrices for later fusion.
 
     Inputs: the forget records as the collator formats them (prompt + answer for QA
-    records, the passage for ``text`` records), padding excluded.
+    records, the passage for ``text`` records, prompt + continuation for text windows),
+    padding excluded.
     """
     from safetensors.torch import save_file
 
-    items = [
-        (str(r["question"]), str(r["answer"])) if "question" in r else str(r["text"])
-        for r in ctx.forget_records
-    ]
+    def item(record: dict[str, Any]) -> tuple[str, str] | str | dict[str, Any]:
+        if "question" in record:
+            return str(record["question"]), str(record["answer"])
+        return str(record["text"]) if "text" in record else record
+
+    items = [item(r) for r in ctx.forget_records]
     grams = collect_grams(model, record_batches(ctx.tokenizer, items))
     path = Path(out_dir) / GRAMS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,12 @@ table's formulas. The other four rows are exactly the table's.
 Default divergence: total variation, the official code's default (``variants``).
 ``focus`` (ours, as DI's) weights the tokens of the record's ``sensitive`` spans in the
 forget answer's P(y_f|x) (``base.focus_weights``); "none" is the paper's plain mean.
+``refusal`` picks the template answer y_e (``unmem.data.refusals.refusal_record``): "whole", a
+shipped refusal (the paper's "I don't know"-style template); "span" (ours), the forget answer with
+its sensitive spans replaced by a refusal phrase. Why: every whole refusal starts with the same
+few words ("I'm", "I don't"), and raising P(y_e) teaches the first answer token of *every*
+question to be one of them: on SmolLM2 the model then answered world-facts questions with
+"I'm a friendly AI." (docs/real-models.md). A span refusal starts as the answer does.
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ from dataclasses import dataclass
 
 import torch
 
-from unmem.methods._common import check_focus
+from unmem.data.refusals import REFUSAL_STYLES
+from unmem.methods._common import check_choice, check_focus
 from unmem.methods.base import LossInputs, Side, focus_weights
 from unmem.methods.registry import register_method
 
@@ -71,12 +78,14 @@ class FLATConfig:
     literal_table: bool = False  # reverse_kl/hellinger: METHODS.md's formulas (see docstring)
     focus: str = "none"  # "none" | "soft" | "hard": weight of sensitive spans in P(y_f|x) (ours)
     focus_coeff: float = 10.0  # weight of sensitive tokens in the "soft" variant
+    refusal: str = "whole"  # template y_e: "whole" (a shipped refusal) or "span" (ours; see docstring)
 
     def __post_init__(self) -> None:
         divergence_terms(self.divergence)  # raises on an unknown name, listing the six
         if not isinstance(self.literal_table, bool):
             raise ValueError(f"literal_table must be true or false, got {self.literal_table!r}")
         check_focus(self.focus, self.focus_coeff)
+        check_choice("refusal", self.refusal, REFUSAL_STYLES)
 
 
 def mean_token_prob(side: Side, weights: torch.Tensor | None = None) -> torch.Tensor:

@@ -13,6 +13,17 @@ without any n-gram counts 0. ``scoring.prefix_continuations`` produces f(x_<t).
 
 MA (Tirumala et al. 2022, as in Jang et al. and DI): teacher-forced next-token accuracy
 on the target tokens, i.e. exact memorization over all of them.
+
+On text windows (a prompt and its true continuation, ``unmem.data.windows``):
+
+- exact-match length (Carlini et al. 2021/2023's verbatim extraction, as a length): how
+  many tokens of the continuation the greedy continuation of the prompt reproduces before
+  its first wrong token;
+- k-sample extraction (Hayes et al. 2024, "Measuring memorization in language models via
+  probabilistic extraction"): the probability that at least one of k sampled continuations
+  reproduces the first n tokens of the true one, 1 − (1 − p)^k with p = Π_t p_s(x_t) the
+  probability of those n tokens under the sampling distribution p_s (temperature, top-k),
+  computed exactly from one teacher-forced pass instead of estimated by drawing samples.
 """
 
 from __future__ import annotations
@@ -76,6 +87,48 @@ def memorization_accuracy(argmax_match: Sequence[Sequence[bool]]) -> MetricResul
     result = exact_memorization(argmax_match)
     result.name = "memorization_accuracy"
     return result
+
+
+def exact_match_length(generated: Sequence[int], true: Sequence[int]) -> int:
+    """Tokens of ``true`` that ``generated`` reproduces before its first mismatch (its common prefix)."""
+    length = 0
+    for produced, expected in zip(generated, true, strict=False):
+        if produced != expected:
+            break
+        length += 1
+    return length
+
+
+def exact_match_lengths(generated: Sequence[Sequence[int]], true: Sequence[Sequence[int]]) -> MetricResult:
+    """Mean exact-match length (tokens) over windows; ``extra["max"]`` is the longest."""
+    if len(generated) != len(true):
+        raise ValueError(f"{len(generated)} generations but {len(true)} true continuations")
+    values = [float(exact_match_length(g, t)) for g, t in zip(generated, true, strict=True)]
+    return MetricResult(
+        "exact_match_length", nanmean(values), values, {"max": max(values, default=float("nan"))}
+    )
+
+
+def extraction_probability(sample_logps: Sequence[float], k: int) -> float:
+    """1 − (1 − p)^k with p = exp(Σ ``sample_logps``): the chance that one of k samples reproduces
+    the tokens; computed as −expm1(k·log1p(−p)), exact for p near 0 and near 1. NaN without tokens."""
+    if k < 1:
+        raise ValueError(f"k (samples) must be >= 1, got {k}")
+    if len(sample_logps) == 0:
+        return float("nan")
+    log_p = float(np.sum(sample_logps))
+    if log_p >= 0.0:
+        return 1.0
+    return float(-np.expm1(k * np.log1p(-np.exp(log_p))))
+
+
+def k_sample_extraction(sample_logps: Sequence[Sequence[float]], k: int, n: int) -> MetricResult:
+    """Per window, ``extraction_probability`` of the first ``n`` continuation tokens (all of a
+    shorter continuation); the mean is the expected share of windows that k samples extract."""
+    if n < 1:
+        raise ValueError(f"n (tokens) must be >= 1, got {n}")
+    values = [extraction_probability(list(logps)[:n], k) for logps in sample_logps]
+    return MetricResult("k_sample_extraction", nanmean(values), values, {"k": k, "n": n})
 
 
 _PHONE_RUN = re.compile(r"\+?\d[\d\s().\-]*\d")

@@ -50,6 +50,9 @@ class TokenScores:
     logps: np.ndarray  # float32, log p(label_t | prefix)
     argmax_match: np.ndarray  # bool, argmax_v p(v | prefix) == label_t
     zscores: np.ndarray | None = None  # float32 Min-K%++ z_t; None when not requested
+    # float32 log p_s(label_t) under a sampling distribution (temperature, top-k; -inf outside the
+    # top k); None when not requested. For the k-sample extraction rate.
+    sample_logps: np.ndarray | None = None
 
     @property
     def n_tokens(self) -> int:
@@ -102,12 +105,15 @@ def score_examples(
     batch_size: int = 32,
     device: torch.device | str | None = None,
     with_zscores: bool = True,
+    sampling: tuple[float, int | None] | None = None,
     desc: str = "scoring",
 ) -> list[TokenScores]:
     """Teacher-forced ``TokenScores`` for tokenised examples, in input order.
 
     ``Example.index`` is overwritten with the position in ``examples`` (it maps batch
     rows back). Padding is on the right, so a sample scores the same alone or batched.
+    ``sampling`` = (temperature, top_k or None) adds ``sample_logps``: each label's log-probability
+    under that sampling distribution, as ``model.generate(do_sample=True)`` filters it.
     """
     device = torch.device(device) if device is not None else model_device(model)
     examples = [Example(e.input_ids, e.labels, None, i) for i, e in enumerate(examples)]
@@ -123,20 +129,22 @@ def score_examples(
             mask = labels != IGNORE_INDEX
             flat_logits = logits[mask]  # (tokens, vocab), row-major over (batch, time)
             flat_labels = labels[mask]  # (tokens,)
-            logps, matches, zs = [], [], []
+            logps, matches, zs, sampled = [], [], [], []
             for start in range(0, flat_labels.numel(), VOCAB_CHUNK_ROWS):
-                chunk = torch.log_softmax(
-                    at_least_float32(flat_logits[start : start + VOCAB_CHUNK_ROWS]), dim=-1
-                )
+                raw = at_least_float32(flat_logits[start : start + VOCAB_CHUNK_ROWS])
+                chunk = torch.log_softmax(raw, dim=-1)
                 chunk_labels = flat_labels[start : start + VOCAB_CHUNK_ROWS]
                 logps.append(chunk.gather(-1, chunk_labels.unsqueeze(-1)).squeeze(-1))
                 matches.append(chunk.argmax(-1) == chunk_labels)
                 if with_zscores:
                     zs.append(token_zscores(chunk, chunk_labels))
+                if sampling is not None:
+                    sampled.append(sampling_logps(raw, chunk_labels, *sampling))
             counts = mask.sum(-1).tolist()
             row_logps = torch.cat(logps).cpu().numpy() if logps else np.zeros(0, np.float32)
             row_match = torch.cat(matches).cpu().numpy() if matches else np.zeros(0, bool)
             row_z = torch.cat(zs).cpu().numpy() if zs else np.zeros(0, np.float32)
+            row_s = torch.cat(sampled).cpu().numpy() if sampled else np.zeros(0, np.float32)
             offsets = np.cumsum([0, *counts])
             for row, index in enumerate(batch["index"].tolist()):
                 span = slice(offsets[row], offsets[row + 1])
@@ -144,8 +152,24 @@ def score_examples(
                     row_logps[span].astype(np.float32),
                     row_match[span].astype(bool),
                     row_z[span].astype(np.float32) if with_zscores else None,
+                    row_s[span].astype(np.float32) if sampling is not None else None,
                 )
     return results  # type: ignore[return-value]
+
+
+def sampling_logps(
+    logits: torch.Tensor, labels: torch.Tensor, temperature: float, top_k: int | None
+) -> torch.Tensor:
+    """(tokens,) log-probability of each label under sampling at ``temperature`` from the ``top_k``
+    most likely tokens (None: all), as transformers' warpers filter: logits / T, those below the
+    k-th largest set to -inf (ties kept), then softmax. A label outside the top k gets -inf."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    scaled = at_least_float32(logits) / temperature
+    if top_k is not None and top_k < scaled.shape[-1]:
+        kth = scaled.topk(top_k, dim=-1).values[..., -1:]
+        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+    return torch.log_softmax(scaled, dim=-1).gather(-1, labels.long().unsqueeze(-1)).squeeze(-1)
 
 
 def answer_token_scores(

@@ -26,12 +26,13 @@ from typing import Any
 import torch
 
 from unmem.config import CalibratedStop, UnlearnConfig
-from unmem.data.collate import Example, PromptFormat, collate, encode_qa, encode_records, encode_text
-from unmem.data.refusals import load_idk_answers
+from unmem.data.collate import Example, PromptFormat, collate, encode_records
+from unmem.data.refusals import refusal_record
+from unmem.data.windows import check_windows_fit, is_text_file, read_windows
 from unmem.errors import UnmemError
 from unmem.io import atomic_dir, exclusive_lock, hash_files, read_records, write_json
 from unmem.methods.registry import MethodSpec, SetupContext, get_method
-from unmem.models import frozen_copy, model_hash, resolve_model_dir
+from unmem.models import context_length, frozen_copy, model_hash, resolve_model_dir
 from unmem.train.batches import BatchSchedule, Phase, make_loader, with_layout
 from unmem.train.checkpoints import Checkpoints, run_record
 from unmem.train.forward import MethodForward, accepts_logits_to_keep
@@ -90,31 +91,38 @@ def read_qa(path: str | Path) -> list[dict[str, Any]]:
     return read_records(path, QA_FIELDS["required"], types=QA_FIELDS["types"])
 
 
+def read_training_records(path: str | Path) -> list[dict[str, Any]]:
+    """QA pairs, or text windows: a ``.txt`` file, ``text`` records or ``prompt``/``gt`` records
+    (``unmem.data.windows``: long texts are cut into windows, the continuations trained on)."""
+    return read_windows(path) if is_text_file(path) else read_qa(path)
+
+
 def load_unlearning_data(
     path: str | Path, tokenizer: Any, fmt: PromptFormat, max_length: int
 ) -> tuple[list[dict[str, Any]], list[Example]]:
-    records = read_qa(path)
+    records = read_training_records(path)
     return records, encode_records(tokenizer, records, fmt, max_length=max_length)
 
 
 def heldout_examples(
     records: list[dict[str, Any]], tokenizer: Any, fmt: PromptFormat, max_length: int
 ) -> list[Example]:
-    """Passages (``text``) or QA pairs, as a stopping rule scores them."""
-    if "text" in records[0]:
-        return [encode_text(tokenizer, r["text"], max_length=max_length) for r in records]
+    """QA pairs or text windows, as a stopping rule scores them (the answers, the continuations)."""
     return encode_records(tokenizer, records, fmt, max_length=max_length)
 
 
 def _make_idk(
-    records: list[dict[str, Any]], tokenizer: Any, fmt: PromptFormat, max_length: int, seed: int
+    records: list[dict[str, Any]],
+    tokenizer: Any,
+    fmt: PromptFormat,
+    max_length: int,
+    seed: int,
+    style: str = "whole",
 ) -> list[Example]:
-    refusals = load_idk_answers()
+    """Each forget record answered with a refusal (``unmem.data.refusals.refusal_record``)."""
     rng = random.Random(seed)
-    return [
-        encode_qa(tokenizer, r["question"], rng.choice(refusals), fmt, max_length=max_length, index=i)
-        for i, r in enumerate(records)
-    ]
+    paired = [refusal_record(r, rng.choice, style) for r in records]
+    return encode_records(tokenizer, paired, fmt, max_length=max_length)
 
 
 def _sample(items: list[Any], limit: int, seed: int) -> list[Any]:
@@ -177,10 +185,10 @@ def read_inputs(
         model=resolve_model_dir(model_dir).resolve(),
         forget=Path(forget).resolve(),
         retain=retain_path,
-        forget_records=read_qa(forget),
-        retain_records=read_qa(retain_path) if retain_path else [],
+        forget_records=read_training_records(forget),
+        retain_records=read_training_records(retain_path) if retain_path else [],
         extra_paths=extra_paths,
-        extra={name: read_records(path) for name, path in extra_paths.items()},
+        extra={name: read_training_records(path) for name, path in extra_paths.items()},
     )
 
 
@@ -234,13 +242,22 @@ def _base_model(model_dir: Path) -> Path | None:
 
 
 def _check_focus(method: str, method_cfg: Any, inputs: Inputs) -> None:
-    """A focused forget loss needs the records' sensitive spans: fail before loading any model."""
+    """A focused forget loss, or a refusal of the spans only, needs the records' sensitive spans:
+    fail before loading any model."""
     focus = getattr(method_cfg, "focus", "none")
     if focus != "none" and not any(record.get("sensitive") for record in inputs.forget_records):
         raise UnmemError(
             f"{inputs.forget}: method '{method}' with focus={focus!r} weights the `sensitive` spans of "
             "the forget records, and no record has one; add the field or set -p focus=none"
         )
+    if getattr(method_cfg, "refusal", "whole") == "span":
+        for line, record in enumerate(inputs.forget_records, start=1):
+            answer = str(record.get("answer", ""))
+            if "question" in record and not any(s and s in answer for s in record.get("sensitive") or ()):
+                raise UnmemError(
+                    f"{inputs.forget}:{line}: method '{method}' with refusal='span' replaces the `sensitive` "
+                    "spans of each answer, and this one has none in its answer; add them or set -p refusal=whole"
+                )
 
 
 def unlearn(
@@ -290,7 +307,8 @@ def _unlearn_locked(
 ) -> Path:
     model, tokenizer = load_policy(config, inputs.model)
     fmt = PromptFormat.for_tokenizer(tokenizer, config.chat_template)
-    data = _encode_roles(inputs, tokenizer, fmt, config, spec.needs(method_cfg))
+    data = _encode_roles(inputs, tokenizer, fmt, config, method_cfg, spec.needs(method_cfg))
+    _check_context(inputs, data, context_length(model))
     layers = spec.hidden_layers(method_cfg, model.config.num_hidden_layers) if spec.hidden_layers else []
     hashes = inputs.hashes()
     reference = _reference(model, data, config, spec, method_cfg, accelerator, layers, hashes["model"], out)
@@ -356,15 +374,24 @@ def _unlearn_locked(
 
 
 def _encode_roles(
-    inputs: Inputs, tokenizer: Any, fmt: PromptFormat, config: UnlearnConfig, needs: Any
+    inputs: Inputs, tokenizer: Any, fmt: PromptFormat, config: UnlearnConfig, method_cfg: Any, needs: Any
 ) -> dict[str, list[Example]]:
     """The tokenised examples of every role the method uses: forget, retain, idk (refusals)."""
     encode = functools.partial(encode_records, tokenizer, fmt=fmt, max_length=config.max_length)
     data = {"forget": encode(inputs.forget_records)}
     data["retain"] = encode(inputs.retain_records) if needs.retain else []
     if needs.idk:
-        data["idk"] = _make_idk(inputs.forget_records, tokenizer, fmt, config.max_length, config.seed)
+        style = getattr(method_cfg, "refusal", "whole")  # FLAT and Chen et al. may refuse only the spans
+        data["idk"] = _make_idk(inputs.forget_records, tokenizer, fmt, config.max_length, config.seed, style)
     return data
+
+
+def _check_context(inputs: Inputs, data: dict[str, list[Example]], context: int) -> None:
+    """A text window longer than the model's context (``max_length`` above it) is an error naming it."""
+    for role, records in (("forget", inputs.forget_records), ("retain", inputs.retain_records)):
+        examples = data.get(role) or []
+        windows = [(r, len(e.input_ids)) for r, e in zip(records, examples, strict=False) if "prompt" in r]
+        check_windows_fit([r for r, _ in windows], [n for _, n in windows], context, "the model's context")
 
 
 def _reference(

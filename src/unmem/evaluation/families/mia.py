@@ -1,6 +1,8 @@
 """Membership inference: ROC-AUC of forget (members) vs holdout (non-members).
 
-On QA sets when the data has forget and holdout QA, else on the PrivLeak passages.
+On QA sets when the data has forget and holdout QA, else on the PrivLeak passages, else on
+the continuations of forget and holdout text windows (the ``texts`` layout; zlib reads the
+continuation's text).
 Attacks: LOSS, zlib, Min-K%, Min-K%++, reference (with ``reference_model``) and gradient
 norm (first ``gradnorm_samples`` per side, QA only). Formulas: ``unmem.metrics.mia``.
 """
@@ -90,7 +92,7 @@ def run(ctx: FamilyContext) -> FamilyResult:
         reasons["mia_reference_auc"] = "no reference model (--reference-model)"
     if kind == "qa" and opts.gradnorm_samples > 0:
         _gradnorm_attack(session, forget, holdout, details)
-    elif kind == "text":
+    elif kind in ("text", "windows"):
         details["gradnorm"] = "not computed on passages (QA sets only)"
         reasons["mia_gradnorm_auc"] = details["gradnorm"]
     aucs = {name: membership_auc(forget[name], holdout[name]) for name in ATTACKS}

@@ -1,7 +1,9 @@
 """MUSE (Shi et al. 2024): VerbMem, KnowMem and PrivLeak.
 
 - VerbMem: ROUGE-L F1 of greedy continuations of forget prefixes (gt cut to
-  ``verbmem_max_new_tokens`` tokens, as MUSE does).
+  ``verbmem_max_new_tokens`` tokens, as MUSE does); ``verbmem_retain`` / ``verbmem_holdout``
+  the same on the retain and holdout windows when the data has them (the ``texts`` layout;
+  the world's holdout bios): a forgotten text's VerbMem sits at the holdout's.
 - KnowMem forget / retain: ROUGE-L F1 of answers under a ``knowmem_shots``-shot prompt;
   shots come from the retain side, never from the scored sets.
 - PrivLeak: Min-40% MUSE AUC on forget vs holdout passages, relative to the retain
@@ -22,7 +24,15 @@ from unmem.evaluation.registry import EvalInputs, FamilyContext, FamilyResult, R
 from unmem.evaluation.session import ModelSession, finite, num, sample_rows
 from unmem.metrics import mia, muse, scoring
 
-IDS = ("verbmem_forget", "knowmem_forget", "knowmem_retain", "privleak", "privleak_auc")
+IDS = (
+    "verbmem_forget",
+    "verbmem_retain",
+    "verbmem_holdout",
+    "knowmem_forget",
+    "knowmem_retain",
+    "privleak",
+    "privleak_auc",
+)
 
 
 def muse_auc(forget: Sequence[float], holdout: Sequence[float]) -> float | None:
@@ -33,18 +43,18 @@ def muse_auc(forget: Sequence[float], holdout: Sequence[float]) -> float | None:
 
 
 def _verbmem(session: ModelSession, metrics: dict[str, float | None], rows: list[dict[str, Any]]) -> None:
-    verb = session.data.verbmem.get("forget") or []
-    if not verb:
-        return
     tok, cap = session.tokenizer, session.opts.verbmem_max_new_tokens
-    # MUSE cuts the true continuation to the generation budget before ROUGE.
-    gts = [tok.decode(tok(r["gt"], add_special_tokens=False)["input_ids"][:cap]) for r in verb]
-    gens = scoring.greedy_generate(
-        session.model, tok, [r["prompt"] for r in verb], max_new_tokens=cap, batch_size=session.batch_size
-    )
-    result = muse.verbmem(gens, gts)
-    metrics["verbmem_forget"] = num(result.value)
-    rows += sample_rows("verbmem_forget", verb, rouge_f1=result.per_sample or [], generation=gens)
+    for name in ("forget", "retain", "holdout"):
+        verb = session.data.verbmem.get(name) or []
+        if not verb:
+            continue
+        # MUSE cuts the true continuation to the generation budget before ROUGE.
+        gts = [tok.decode(tok(r["gt"], add_special_tokens=False)["input_ids"][:cap]) for r in verb]
+        # Greedy from [bos] prompt, at most `cap` new tokens (shared with the extraction family).
+        gens = tok.batch_decode(session.window_continuations(name), skip_special_tokens=True)
+        result = muse.verbmem(gens, gts)
+        metrics[f"verbmem_{name}"] = num(result.value)
+        rows += sample_rows(f"verbmem_{name}", verb, rouge_f1=result.per_sample or [], generation=gens)
 
 
 def _knowmem(session: ModelSession, metrics: dict[str, float | None], result: FamilyResult) -> None:
@@ -76,10 +86,11 @@ def _privleak(ctx: FamilyContext, metrics: dict[str, float | None], result: Fami
     own_f, own_h = ctx.session.privleak_scores("forget"), ctx.session.privleak_scores("holdout")
     auc = muse_auc(own_f, own_h)
     metrics["privleak_auc"] = auc
-    on_qa = not data.privleak.get("forget")
-    result.details["privleak_data"] = "qa" if on_qa else "passages"
-    forget_items: list[Any] = data.qa["forget"] if on_qa else list(own_f)
-    holdout_items: list[Any] = data.qa["holdout"] if on_qa else list(own_h)
+    kind = "passages" if data.privleak.get("forget") else data.membership_kind()
+    result.details["privleak_data"] = kind
+    sets = {"qa": data.qa, "windows": data.verbmem}.get(str(kind))
+    forget_items: list[Any] = sets["forget"] if sets else list(own_f)
+    holdout_items: list[Any] = sets["holdout"] if sets else list(own_h)
     result.rows += sample_rows("privleak_forget", forget_items, min_k_40=own_f.tolist())
     result.rows += sample_rows("privleak_holdout", holdout_items, min_k_40=own_h.tolist())
     values = ctx.reference.values if ctx.reference else {}

@@ -165,7 +165,8 @@ def reference_from_results(root: Path, data: EvalData) -> dict[str, Any] | None:
 
 
 def supports(inputs: EvalInputs) -> bool:
-    return bool(inputs.data.qa.get("forget"))
+    """Forget QA, or only the utility sets (the ``texts`` layout scores real-world and world-facts QA)."""
+    return any(inputs.data.qa.get(name) for name in ("forget", *UTILITY_SETS))
 
 
 register_family(

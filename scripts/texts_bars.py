@@ -1,0 +1,94 @@
+"""The bars of a `texts` experiment, one row per model: did unlearning forget the texts and keep the rest?
+
+    python scripts/texts_bars.py runs/smollm2-texts
+
+Reads the experiment's ``report_data.json`` (or, before the report, ``state.json``) and each
+row's evaluation summary, and prints a
+Markdown table against the target (the first row): forget-text memorisation accuracy within
+``--acc-margin`` of the holdout texts', greedy verbatim continuation on forget no longer than on
+holdout (exact-match length), retain-text memorisation within ``--acc-margin`` of the target's,
+general perplexity at most ``--ppl-ratio`` x the target's, NLU accuracy within ``--nlu-points``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+COLUMNS = (
+    ("forget_mem_acc", "forget acc"),
+    ("holdout_mem_acc", "holdout acc"),
+    ("retain_mem_acc", "retain acc"),
+    ("forget_exact_len", "forget exact len"),
+    ("holdout_exact_len", "holdout exact len"),
+    ("verbmem_forget", "VerbMem forget"),
+    ("mia_loss_auc", "MIA AUC"),
+    ("general_ppl", "general ppl"),
+    ("nlu_acc", "NLU"),
+    ("model_utility", "utility"),
+)
+
+
+def experiment_rows(experiment: Path) -> list[tuple[str, str, str | None]]:
+    """(row id, evaluation folder, run folder) of each row, the target first: from the report,
+    or, for an experiment stopped before its report, from the evaluations it finished (state.json)."""
+    report = experiment / "report_data.json"
+    if report.is_file():
+        data = json.loads(report.read_text())
+        return [(row["id"], row["eval_dir"], row.get("run_dir")) for row in data["rows"]]
+    stages = json.loads((experiment / "state.json").read_text())["stages"]
+    names = [key.removeprefix("eval:") for key in stages if key.startswith("eval:")]
+    return [(name, f"eval/{name}", None if name == "target" else f"runs/{name}") for name in names]
+
+
+def bars(row: dict[str, Any], target: dict[str, Any], args: argparse.Namespace) -> list[str]:
+    """The bars a row misses ('' when it meets all of them)."""
+    needed = ("forget_mem_acc", "holdout_mem_acc", "retain_mem_acc", "forget_exact_len", "holdout_exact_len")
+    needed += ("general_ppl", "nlu_acc")
+    if any(row.get(key) is None or target.get(key) is None for key in needed):
+        return ["not measured (run the extraction and utility families)"]
+    m, t = row, target
+    checks = {
+        "forget acc": m["forget_mem_acc"] <= m["holdout_mem_acc"] + args.acc_margin,
+        "verbatim": m["forget_exact_len"] <= m["holdout_exact_len"],
+        "retain acc": m["retain_mem_acc"] >= t["retain_mem_acc"] - args.acc_margin,
+        "ppl": m["general_ppl"] <= args.ppl_ratio * t["general_ppl"],
+        "NLU": m["nlu_acc"] >= t["nlu_acc"] - args.nlu_points / 100 - 1e-9,
+    }
+    return [name for name, ok in checks.items() if not ok]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("experiment", type=Path)
+    parser.add_argument("--acc-margin", type=float, default=0.05)
+    parser.add_argument("--ppl-ratio", type=float, default=1.05)
+    parser.add_argument("--nlu-points", type=float, default=2.0)
+    args = parser.parse_args()
+    rows = []
+    for name, eval_dir, run_dir in experiment_rows(args.experiment):
+        summary = args.experiment / eval_dir / "summary.json"
+        if not summary.is_file():
+            continue
+        metrics = json.loads(summary.read_text())["metrics"]
+        run = args.experiment / (run_dir or "-") / "summary.json"
+        step = ""
+        if run.is_file():
+            info = json.loads(run.read_text())
+            step = f"{info['published_step']}/{info['steps']}"
+        rows.append((name, metrics, step))
+    target = rows[0][1]
+    print("| row | " + " | ".join(label for _, label in COLUMNS) + " | stop step | misses |")
+    print("|---" * (len(COLUMNS) + 3) + "|")
+    for name, metrics, step in rows:
+        cells = [f"{metrics[key]:.3g}" if metrics.get(key) is not None else "–" for key, _ in COLUMNS]
+        missed = "–" if name == "target" else (", ".join(bars(metrics, target, args)) or "none")
+        print(f"| {name} | " + " | ".join(cells) + f" | {step or '–'} | {missed} |")
+
+
+if __name__ == "__main__":
+    main()
