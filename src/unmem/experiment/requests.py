@@ -101,12 +101,7 @@ class SequenceRunner(Runner):
     # -- stages ------------------------------------------------------------------------------------
 
     def stages(self) -> list[Stage]:
-        stages = [
-            Stage("data", "data", f"{self.exp.benchmark.name} data", self.data),
-            Stage("models", "model", "models", self.models),
-        ]
-        for row in (*self.retains, self.target):
-            stages.append(Stage(f"eval:{row.name}", "eval", f"evaluate {row.name}", self._eval_fn(row)))
+        stages = self.setup_stages()
         for plan in self.exp.runs:
             if plan.sequence == "continue":
                 stages.append(

@@ -117,13 +117,18 @@ class Runner:
     def method_row(self, plan: RunPlan) -> Row:
         return Row(plan.name, "method", self.out.run(plan.name).model, plan)
 
-    def stages(self) -> list[Stage]:
+    def setup_stages(self) -> list[Stage]:
+        """Data, models and the evaluation of every reference row: what any method run needs first."""
         stages = [
             Stage("data", "data", f"{self.exp.benchmark.name} data", self.data),
             Stage("models", "model", "models", self.models),
         ]
         for row in (*self.retains, self.target):
             stages.append(Stage(f"eval:{row.name}", "eval", f"evaluate {row.name}", self._eval_fn(row)))
+        return stages
+
+    def stages(self) -> list[Stage]:
+        stages = self.setup_stages()
         for plan in self.exp.runs:
             stages.append(
                 Stage(f"unlearn:{plan.name}", "unlearn", f"unlearn {plan.name}", self._unlearn_fn(plan))
