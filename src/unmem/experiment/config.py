@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from unmem.config import StrictLoader
-from unmem.errors import input_error
+from unmem.errors import UnmemError, input_error
 from unmem.evaluation.options import EvalConfig
 from unmem.io import read_text
 
@@ -116,6 +116,16 @@ def read_yaml(path: Path) -> tuple[str, yaml.Node | None, Any]:
         raise input_error(
             path, f"invalid YAML ({getattr(exc, 'problem', exc)})", line=mark.line + 1 if mark else None
         ) from None
+
+
+def read_yaml_mapping(path: Path, kind: str, mapping: str) -> tuple[str, yaml.Node | None, dict[str, Any]]:
+    """``read_yaml`` of a ``kind`` file (experiment, request) whose top level must be ``mapping``."""
+    if not path.is_file():
+        raise UnmemError(f"{path}: {kind} file not found")
+    text, node, data = read_yaml(path)
+    if not isinstance(data, dict):
+        raise input_error(path, f"expected {mapping} at the top level")
+    return text, node, data
 
 
 def pydantic_error(exc: ValidationError, prefix: KeyPath = ()) -> ConfigError:

@@ -14,7 +14,7 @@ from unmem.experiment.config import (
     line_of,
     parse_config,
     pydantic_error,
-    read_yaml,
+    read_yaml_mapping,
 )
 from unmem.experiment.plan import RunPlan, expand_methods
 from unmem.experiment.sources import BenchmarkPlan, ModelPlan, resolve_benchmark, resolve_models
@@ -143,11 +143,7 @@ def validate(config: ExperimentConfig, text: str, source: Path) -> Experiment:
 def load_experiment(path: str | Path) -> Experiment:
     """Read and validate an experiment file; any problem is one UnmemError naming key and line."""
     path = Path(path)
-    if not path.is_file():
-        raise UnmemError(f"{path}: experiment file not found")
-    text, node, data = read_yaml(path)
-    if not isinstance(data, dict):
-        raise input_error(path, "expected a mapping of settings (name:, methods:, ...) at the top level")
+    text, node, data = read_yaml_mapping(path, "experiment", "a mapping of settings (name:, methods:, ...)")
     try:
         return validate(parse_config(data), text, path)
     except ConfigError as exc:

@@ -169,14 +169,10 @@ def _fail(source: Path | str, keypath: tuple[str | int, ...], message: str, node
 
 def load_request(path: str | Path, overrides: dict[str, Any] | None = None) -> Request:
     """Read ``REQ.yaml`` (``overrides``: flags given beside it) into a resolved Request."""
-    from unmem.experiment.config import pydantic_error, read_yaml
+    from unmem.experiment.config import pydantic_error, read_yaml_mapping
 
     path = Path(path)
-    if not path.is_file():
-        raise UnmemError(f"{path}: request file not found")
-    _, node, data = read_yaml(path)
-    if not isinstance(data, dict):
-        raise input_error(path, "expected a mapping (forget:, method:, ...) at the top level")
+    _, node, data = read_yaml_mapping(path, "request", "a mapping (forget:, method:, ...)")
     for key, value in (overrides or {}).items():
         if value is None:
             continue
