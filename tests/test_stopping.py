@@ -10,6 +10,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from unmem.train.stopping import (
     Check,
@@ -87,6 +88,24 @@ def test_familiarity_scores():
     np.testing.assert_allclose(familiarity(rows, "nll"), [-2.0, -0.5])
     # Min-40% of 3 tokens takes ceil(1.2) = 2 lowest: mean(-3, -2) = -2.5
     np.testing.assert_allclose(familiarity(rows, "min_k"), [-2.5, -0.5])
+    # Accuracy: the share of tokens ranked first, 2 of 3 and 0 of 1.
+    hits = [np.array([True, False, True]), np.array([False])]
+    np.testing.assert_allclose(familiarity(rows, "accuracy", hits), [2 / 3, 0.0])
+    with pytest.raises(ValueError, match="needs the per-token hits"):
+        familiarity(rows, "accuracy")
+
+
+def test_token_scores_are_the_labels_log_probs_and_argmax_hits(tiny_model, tiny_tokenizer):
+    from unmem.data.collate import Example
+    from unmem.train.stopping import token_scores_of
+
+    example = Example(input_ids=[5, 6, 7, 8], labels=[-100, 6, 7, 8])
+    [(logps, hits)] = token_scores_of(tiny_model, [example], tiny_tokenizer.pad_token_id)
+    with torch.no_grad():
+        logits = tiny_model(input_ids=torch.tensor([[5, 6, 7, 8]])).logits[0, :-1]
+    # Bound: float32 log-softmax of the same logits by two routes (chunked lean path vs torch).
+    np.testing.assert_allclose(logps, torch.log_softmax(logits, -1)[[0, 1, 2], [6, 7, 8]].numpy(), rtol=1e-5)
+    np.testing.assert_array_equal(hits, (logits.argmax(-1) == torch.tensor([6, 7, 8])).numpy())
 
 
 def test_calibrated_stop_config_rejects_bad_values(tmp_path):

@@ -146,6 +146,49 @@ def test_bad_text_files_are_one_clear_error(tmp_path, name, content, message):
         read_windows(path)
 
 
+def _parquet(path: Path, column: str, values: list, kind: str) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({column: pa.array(values, getattr(pa, kind)())}), path)
+
+
+@pytest.mark.parametrize(
+    ("column", "values", "kind", "message"),
+    [
+        ("text", [], "string", "forget.parquet: no text to score"),
+        ("text", ["ok then", "café au lait"], "string", None),  # a string column is read as is
+        ("text", [b"ok then", b"caf\xe9"], "binary", "forget.parquet:2: field 'text': not UTF-8"),
+        ("gt", [b"caf\xe9"], "binary", "forget.parquet:1: field 'gt': not UTF-8"),
+        ("title", ["x"], "string", "forget.parquet:1: expected a `text` field"),
+    ],
+)
+def test_bad_parquet_files_are_one_clear_error(tmp_path, column, values, kind, message):
+    path = tmp_path / "forget.parquet"
+    _parquet(path, column, values, kind)
+    if message is None:
+        assert read_windows(path)[0]["prompt"] == "ok"
+        return
+    with pytest.raises(UnmemError, match=message):
+        read_windows(path)
+
+
+def test_an_empty_or_broken_parquet_file_is_one_clear_error(tmp_path):
+    path = tmp_path / "forget.parquet"
+    path.write_bytes(b"")
+    with pytest.raises(UnmemError, match=r"forget\.parquet: not a readable Parquet file"):
+        read_windows(path)
+    path.write_bytes(b"PAR1 not really")
+    with pytest.raises(UnmemError, match=r"forget\.parquet: not a readable Parquet file"):
+        read_windows(path)
+
+
+def test_parquet_binary_texts_read_as_utf8(tmp_path):
+    path = tmp_path / "forget.parquet"
+    _parquet(path, "text", [text(12).encode("utf-8")], "binary")
+    assert [(w["prompt"], w["gt"]) for w in read_windows(path, 4, 4)] == cut_windows(text(12), 4, 4)
+
+
 # -- the layout --------------------------------------------------------------------------------------
 
 
@@ -258,6 +301,39 @@ def test_window_metrics_per_set_by_hand():
     assert "retain_mem_acc" not in metrics  # a set without windows gives no numbers
 
 
+def test_window_membership_aucs_by_hand():
+    """The MIA family on text windows: LOSS, zlib and Min-K% AUCs from known continuation scores."""
+    from types import SimpleNamespace
+
+    from unmem.evaluation.families.mia import run
+
+    def window(nll: float, logps: list[float]) -> SimpleNamespace:
+        return SimpleNamespace(nll=nll, logps=np.array(logps), zscores=np.array(logps))
+
+    texts = {"forget": ["a b", "a b c d e f"], "holdout": ["x", "x y z"]}
+    scores = {
+        "forget": [window(1.0, [-1.0, -1.0]), window(2.0, [-0.5, -3.5])],
+        "holdout": [window(1.5, [-1.5]), window(3.0, [-2.0, -4.0])],
+    }
+    data = SimpleNamespace(membership_kind=lambda: "windows")
+    session = SimpleNamespace(
+        data=data,
+        opts=EvalOptions(min_k=0.5),
+        membership_scores=lambda side: (scores[side], texts[side]),
+    )
+    ctx = SimpleNamespace(session=session, inputs=SimpleNamespace(reference_model=None), reference=None)
+    result = run(ctx)
+    # LOSS (-NLL): forget 1.0 beats holdout 1.5 and 3.0, forget 2.0 beats 3.0 only: 3 of 4 pairs.
+    assert result.metrics["mia_loss_auc"] == 0.75
+    # Min-50%: floor(0.5 n) tokens, at least 1 -> forget -1.0, -3.5; holdout -1.5, -4.0: 3 of 4 pairs.
+    assert result.metrics["mia_min_k_auc"] == 0.75
+    # zlib: -NLL / zlib length of the continuation's text (11, 19, 9 and 13 bytes compressed):
+    # forget -1/11 = -0.091, -2/19 = -0.105 beat holdout -1.5/9 = -0.167, -3/13 = -0.231: all 4 pairs.
+    assert result.metrics["mia_zlib_auc"] == 1.0
+    assert result.metrics["mia_gradnorm_auc"] is None and "mia_gradnorm_auc" in result.reasons
+    assert [row["loss"] for row in result.rows] == [-1.0, -2.0, -1.5, -3.0]
+
+
 def test_sampling_log_probabilities_follow_temperature_and_top_k():
     logits = torch.tensor([[2.0, 1.0, 0.0]], dtype=torch.float64)
     # Top-2 at T = 1: label 1 gets e^1 / (e^2 + e^1) = 1 / (1 + e); label 2 is cut (-inf).
@@ -315,7 +391,7 @@ def test_texts_evaluate_memorisation_per_set_and_per_window(tiny_model_dir, tmp_
     assert np.mean([r["mem_acc"] for r in holdout]) == pytest.approx(metrics["holdout_mem_acc"])
 
 
-@pytest.mark.parametrize("suffix", [".txt", ".jsonl", ".json"])
+@pytest.mark.parametrize("suffix", [".txt", ".jsonl", ".json", ".parquet"])
 def test_a_window_longer_than_the_models_context(tiny_model_dir, tmp_path, suffix):
     root = write_texts_dir(tmp_path / "texts")
     (root / "forget.txt").unlink()
@@ -326,8 +402,12 @@ def test_a_window_longer_than_the_models_context(tiny_model_dir, tmp_path, suffi
         ".jsonl": json.dumps({"text": long_text}) + "\n",
         ".json": json.dumps([long_text]),
     }
-    path.write_text(content[suffix])
-    where = {".txt": "forget.txt", ".jsonl": "forget.jsonl:1", ".json": "forget.json:1"}[suffix]
+    if suffix == ".parquet":
+        _parquet(path, "text", [long_text], "string")
+    else:
+        path.write_text(content[suffix])
+    where = {".txt": "forget.txt", ".jsonl": "forget.jsonl:1", ".json": "forget.json:1",
+             ".parquet": "forget.parquet:1"}[suffix]  # fmt: skip
     # MUSE's 128-token continuation alone does not fit: an error naming the window.
     with pytest.raises(
         UnmemError, match=rf"{where}: window 1 does not fit the model's context \(128 tokens\)"

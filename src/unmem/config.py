@@ -36,7 +36,9 @@ class CalibratedStop(BaseModel):
     # None only in an experiment file or a recipe, where the benchmark's holdout split fills it in
     holdout: Path | None = None
     every: int = Field(5, gt=0)  # steps between checks (each scores forget, holdout and utility sets)
-    score: Literal["nll", "min_k"] = "nll"  # per-sample familiarity: answer NLL or Min-40% log-prob
+    # per-sample familiarity: answer NLL, Min-40% log-prob, or teacher-forced next-token accuracy
+    # (memorised text: the model can lose confidence in a token while still ranking it first)
+    score: Literal["nll", "min_k", "accuracy"] = "nll"
     band: float = Field(0.05, ge=0, lt=0.5)  # AUC within 0.5 ± band counts as "as unfamiliar"
     utility: Path | None = None  # perplexity guard set; None: the retain set when one is given
     max_utility_ratio: float = Field(1.1, gt=1.0)  # guard: its perplexity stays ≤ this × the start

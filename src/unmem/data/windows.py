@@ -22,7 +22,8 @@ exactly; ``continuation_text`` restores it for files that dropped it.
 
 Inputs (``read_windows``): a ``.txt`` file (one text), or ``.jsonl`` / ``.json`` /
 ``.parquet`` records, each with a ``text`` (a text, windowed here) or a ``prompt`` and a
-``gt`` (a window as given, as in MUSE's ``verbmem/forget.json``); a ``.json`` list of plain
+``gt`` (a window as given, as in MUSE's ``verbmem/forget.json``; Parquet ``binary`` columns are
+read as UTF-8); a ``.json`` list of plain
 strings holds texts (as MUSE's PrivLeak files). Every window
 records where it came from: ``source`` (the file), ``line`` (its record, for record files),
 ``window`` (its number within the text).
@@ -92,6 +93,18 @@ def _text_windows(
     ]
 
 
+def _decoded(value: dict[str, Any], path: Path, line: int) -> dict[str, Any]:
+    """The record with Parquet ``binary`` columns read as UTF-8, the layout's only text encoding."""
+    out = dict(value)
+    for name in ("text", "prompt", "gt"):
+        if isinstance(out.get(name), bytes):
+            try:
+                out[name] = out[name].decode("utf-8")
+            except UnicodeDecodeError:
+                raise input_error(path, "not UTF-8", line=line, field=name) from None
+    return out
+
+
 def _record_windows(path: Path, prompt_words: int, continuation_words: int) -> Iterable[dict[str, Any]]:
     for line, value in read_values(path):
         if isinstance(value, str):
@@ -101,6 +114,7 @@ def _record_windows(path: Path, prompt_words: int, continuation_words: int) -> I
             raise input_error(
                 path, f"expected a JSON object or a string, got {type(value).__name__}", line=line
             )
+        value = _decoded(value, path, line)
         if "prompt" in value or "gt" in value:
             for name in ("prompt", "gt"):
                 if not isinstance(value.get(name), str) or not value[name]:

@@ -35,14 +35,15 @@ MIN_K_FRACTION = 0.4  # MUSE's Min-40%, as PrivLeak uses
 
 
 @torch.no_grad()
-def token_logps_of(
+def token_scores_of(
     model: torch.nn.Module, examples: Sequence[Example], pad_token_id: int, batch_size: int = 32
-) -> list[np.ndarray]:
-    """Per example, the log-probabilities of its labelled tokens (eval mode, no gradients)."""
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per example, its labelled tokens' log-probabilities and whether each is the argmax
+    (eval mode, no gradients): one forward pass serves every familiarity score."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    out: list[np.ndarray] = []
+    out: list[tuple[np.ndarray, np.ndarray]] = []
     for start in range(0, len(examples), batch_size):
         batch = collate(examples[start : start + batch_size], pad_token_id)
         logits = model(
@@ -50,10 +51,18 @@ def token_logps_of(
         ).logits[:, :-1]
         labels = batch["labels"][:, 1:].to(device)
         logps = token_logps(logits, labels).cpu().numpy()
+        hits = (logits.argmax(dim=-1) == labels).cpu().numpy()
         mask = (labels != -100).cpu().numpy()
-        out.extend(row[keep] for row, keep in zip(logps, mask, strict=True))
+        out.extend((row[keep], hit[keep]) for row, hit, keep in zip(logps, hits, mask, strict=True))
     model.train(was_training)
     return out
+
+
+def token_logps_of(
+    model: torch.nn.Module, examples: Sequence[Example], pad_token_id: int, batch_size: int = 32
+) -> list[np.ndarray]:
+    """Per example, the log-probabilities of its labelled tokens (eval mode, no gradients)."""
+    return [logps for logps, _ in token_scores_of(model, examples, pad_token_id, batch_size)]
 
 
 def perplexity(model: torch.nn.Module, examples: Sequence[Example], pad_token_id: int) -> float:
@@ -62,8 +71,15 @@ def perplexity(model: torch.nn.Module, examples: Sequence[Example], pad_token_id
     return math.exp(-sum(float(row.sum()) for row in logps) / max(tokens, 1))
 
 
-def familiarity(logps: Sequence[np.ndarray], score: str) -> np.ndarray:
-    """Per-sample membership score, higher = more familiar: −NLL or the Min-40% mean log-prob."""
+def familiarity(
+    logps: Sequence[np.ndarray], score: str, hits: Sequence[np.ndarray] | None = None
+) -> np.ndarray:
+    """Per-sample membership score, higher = more familiar: −NLL, the Min-40% mean log-prob, or
+    (``accuracy``, which needs ``hits``) the share of tokens the model ranks first."""
+    if score == "accuracy":
+        if hits is None:
+            raise ValueError("score 'accuracy' needs the per-token hits")
+        return np.array([row.mean() if len(row) else 0.0 for row in hits], dtype=float)
     if score == "nll":
         return np.array([row.mean() if len(row) else 0.0 for row in logps])
     scores = []
@@ -128,9 +144,13 @@ class CalibratedStopping:
         self.history: list[Check] = []
         self.utility_start: float | None = None
 
+    def _familiarity(self, model: torch.nn.Module, examples: Sequence[Example]) -> np.ndarray:
+        scored = token_scores_of(model, examples, self.pad)
+        return familiarity([logps for logps, _ in scored], self.config.score, [hits for _, hits in scored])
+
     def _measure(self, model: torch.nn.Module, step: int) -> Check:
-        members = familiarity(token_logps_of(model, self.forget, self.pad), self.config.score)
-        nonmembers = familiarity(token_logps_of(model, self.holdout, self.pad), self.config.score)
+        members = self._familiarity(model, self.forget)
+        nonmembers = self._familiarity(model, self.holdout)
         auc, p_value = membership_auc(members, nonmembers)
         ratio = 1.0
         if self.utility:
