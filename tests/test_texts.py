@@ -442,6 +442,51 @@ def test_methods_unlearn_text_windows(method, tiny_model_dir, tmp_path):
     assert "stop_auc" in log[0]
 
 
+def test_accuracy_stop_scores_windows_as_the_evaluation_does(make_tiny_llama, tiny_tokenizer, tmp_path):
+    """`score: accuracy` at step 0 is the membership AUC of the evaluation's per-window memorisation
+    accuracy, forget vs holdout windows: the stop and the bar read one measure."""
+    import random
+
+    from unmem.train.stopping import membership_auc
+
+    root = write_texts_dir(tmp_path / "texts")
+    (root / "forget.txt").unlink()
+    forget = [" ".join(random.Random(k).sample(WORDS, 16)) for k in range(4)]
+    (root / "forget.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in forget))
+    # The model learns the forget texts and one holdout text: the sets' accuracies overlap.
+    seen = [*forget, json.loads((root / "holdout.jsonl").read_text().splitlines()[0])["text"]]
+    model = make_tiny_llama()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    batch = tiny_tokenizer(seen, return_tensors="pt", padding=True)
+    for _ in range(15):
+        model(
+            **batch, labels=batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        ).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.save_pretrained(tmp_path / "model")
+    tiny_tokenizer.save_pretrained(tmp_path / "model")
+    settings = {"method": "ga", "lr": 5e-3, "max_steps": 1, "batch_size": 2, "device": "cpu"}
+    settings["calibrated_stop"] = {"holdout": str(root / "holdout.jsonl"), "score": "accuracy", "stop": False}
+    out = unlearn(tmp_path / "model", root / "forget.jsonl", tmp_path / "out", build_config(settings),
+                  retain_path=root / "retain.jsonl")  # fmt: skip
+    history = json.loads((out / "summary.json").read_text())["stopping"]["calibrated"]["history"]
+    whole = EvalOptions(
+        verbmem_max_new_tokens=64, extraction_samples=1, embedding=False
+    )  # no cap: as the stop
+    evaluated = evaluate(tmp_path / "model", benchmark="texts", data=root, split="forget", out_dir=tmp_path / "e",
+                         metrics=["extraction"], options=whole)  # fmt: skip
+    rows = [
+        json.loads(line) for line in (evaluated / "per_sample" / "extraction.jsonl").read_text().splitlines()
+    ]
+    accuracy = {
+        name: [r["mem_acc"] for r in rows if r["set"] == f"{name}_windows"] for name in ("forget", "holdout")
+    }
+    expected, _ = membership_auc(np.array(accuracy["forget"]), np.array(accuracy["holdout"]))
+    assert 0.5 < expected < 1  # neither a tie nor a full separation, which any score might give
+    assert history[0]["step"] == 0 and history[0]["auc"] == pytest.approx(expected, abs=1e-12)
+
+
 def test_unlearn_runs_on_one_thread_by_default(monkeypatch, tmp_path):
     seen = []
     monkeypatch.setattr(
