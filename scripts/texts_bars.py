@@ -8,6 +8,8 @@ Markdown table against the target (the first row): forget-text memorisation accu
 ``--acc-margin`` of the holdout texts', greedy verbatim continuation on forget no longer than on
 holdout (exact-match length), retain-text memorisation within ``--acc-margin`` of the target's,
 general perplexity at most ``--ppl-ratio`` x the target's, NLU accuracy within ``--nlu-points``.
+Also per row, from the per-window results: the longest exact match on forget and holdout windows,
+and the one-sided Mann-Whitney p that the forget windows' exact-match lengths exceed the holdout's.
 """
 
 from __future__ import annotations
@@ -60,6 +62,22 @@ def bars(row: dict[str, Any], target: dict[str, Any], args: argparse.Namespace) 
     return [name for name, ok in checks.items() if not ok]
 
 
+def verbatim_cells(eval_dir: Path) -> list[str]:
+    """Longest forget and holdout exact match, and the p that forget's lengths exceed holdout's."""
+    from scipy.stats import mannwhitneyu
+
+    path = eval_dir / "per_sample" / "extraction.jsonl"
+    if not path.is_file():
+        return ["–", "–", "–"]
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    forget = [r["exact_len"] for r in rows if r["set"] == "forget_windows"]
+    holdout = [r["exact_len"] for r in rows if r["set"] == "holdout_windows"]
+    if not forget or not holdout:
+        return ["–", "–", "–"]
+    p_value = mannwhitneyu(forget, holdout, alternative="greater").pvalue
+    return [f"{max(forget):g}", f"{max(holdout):g}", f"{p_value:.2g}"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -80,14 +98,15 @@ def main() -> None:
         if run.is_file():
             info = json.loads(run.read_text())
             step = f"{info['published_step']}/{info['steps']}"
-        rows.append((name, metrics, step))
+        rows.append((name, metrics, step, verbatim_cells(args.experiment / eval_dir)))
     target = rows[0][1]
-    print("| row | " + " | ".join(label for _, label in COLUMNS) + " | stop step | misses |")
-    print("|---" * (len(COLUMNS) + 3) + "|")
-    for name, metrics, step in rows:
+    labels = [label for _, label in COLUMNS] + ["forget exact max", "holdout exact max", "verbatim p"]
+    print("| row | " + " | ".join(labels) + " | stop step | misses |")
+    print("|---" * (len(labels) + 3) + "|")
+    for name, metrics, step, verbatim in rows:
         cells = [f"{metrics[key]:.3g}" if metrics.get(key) is not None else "–" for key, _ in COLUMNS]
         missed = "–" if name == "target" else (", ".join(bars(metrics, target, args)) or "none")
-        print(f"| {name} | " + " | ".join(cells) + f" | {step or '–'} | {missed} |")
+        print(f"| {name} | " + " | ".join(cells + verbatim) + f" | {step or '–'} | {missed} |")
 
 
 if __name__ == "__main__":

@@ -127,3 +127,18 @@ def test_summary_names_the_chosen_step(tmp_path):
     summary = rule.summary("forget set as unfamiliar as holdout")
     assert summary["selected_step"] == 10 and "AUC 0.520" in summary["why"]
     json.dumps(summary)  # goes into summary.json
+
+
+def test_cli_sets_the_stop_score_and_rejects_an_unknown_one(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from unmem.cli import app
+
+    seen = []
+    monkeypatch.setattr("unmem.train.unlearn", lambda model, forget, out, config, **kw: seen.append(config))
+    args = ["unlearn", "--model", "m", "--method", "ga", "--forget", "f.jsonl", "--out", str(tmp_path / "o")]
+    args += ["--stop-holdout", "h.jsonl"]
+    assert CliRunner().invoke(app, [*args, "--stop-score", "accuracy"]).exit_code == 0
+    assert seen[0].calibrated_stop.score == "accuracy"
+    bad = CliRunner().invoke(app, [*args, "--stop-score", "rank"])
+    assert bad.exit_code != 0 and "calibrated_stop.score" in bad.output and not seen[1:]

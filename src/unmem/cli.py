@@ -210,6 +210,11 @@ def unlearn_cmd(
         "The run stops, and publishes the weights, where the forget set is as unfamiliar as these.",
     ),
     stop_every: int | None = typer.Option(None, help="Calibrated stopping: steps between checks."),
+    stop_score: str | None = typer.Option(
+        None,
+        help="Calibrated stopping: nll, min_k or accuracy (teacher-forced next-token accuracy: for "
+        "verbatim memorised texts, docs/stopping.md).",
+    ),
     threads: int = typer.Option(
         1,
         min=1,
@@ -259,9 +264,10 @@ def unlearn_cmd(
         "chat_template": chat_template,
     }
     values.update({k: v for k, v in flags.items() if v is not None})
-    if stop_holdout is not None or stop_every is not None:
+    stop_flags = {"holdout": stop_holdout, "every": stop_every, "score": stop_score}
+    if any(v is not None for v in stop_flags.values()):
         calibrated = dict(values.get("calibrated_stop") or {})
-        calibrated.update({k: v for k, v in {"holdout": stop_holdout, "every": stop_every}.items() if v})
+        calibrated.update({k: v for k, v in stop_flags.items() if v})
         values["calibrated_stop"] = calibrated
     method_args = values.get("method_args") or {}
     if not isinstance(method_args, dict):
