@@ -7,6 +7,7 @@ other bounds say why where they are used.
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -142,3 +143,18 @@ def test_cli_sets_the_stop_score_and_rejects_an_unknown_one(monkeypatch, tmp_pat
     assert seen[0].calibrated_stop.score == "accuracy"
     bad = CliRunner().invoke(app, [*args, "--stop-score", "rank"])
     assert bad.exit_code != 0 and "calibrated_stop.score" in bad.output and not seen[1:]
+
+
+def test_a_start_already_in_the_band_is_a_warning(tmp_path):
+    from unmem.config import CalibratedStop
+    from unmem.errors import UnmemWarning
+    from unmem.train.stopping import CalibratedStopping
+
+    rule = CalibratedStopping(CalibratedStop(holdout=tmp_path, score="accuracy"), [], [], None, 0)
+    rule._measure = lambda model, step: Check(step, 0.5, 1.0, 1.0)  # type: ignore[method-assign]
+    with pytest.warns(UnmemWarning, match=r"AUC 0\.500 by score 'accuracy'"):
+        rule.start(None, None)
+    rule._measure = lambda model, step: Check(step, 0.9, 0.01, 1.0)  # type: ignore[method-assign]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rule.start(None, None)

@@ -20,6 +20,7 @@ measured, and they are what the run publishes.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -29,6 +30,7 @@ import torch
 
 from unmem.config import CalibratedStop, EarlyStop
 from unmem.data.collate import Example, collate
+from unmem.errors import UnmemWarning
 from unmem.logprobs import token_logps
 
 MIN_K_FRACTION = 0.4  # MUSE's Min-40%, as PrivLeak uses
@@ -166,6 +168,17 @@ class CalibratedStopping:
             self.utility_start = state["utility_start"]
             return False
         self.history = [self._measure(model, 0)]
+        start = self.history[0]
+        if start.auc <= 0.5 + self.config.band:
+            # The rule would stop at the first check: say why the run ends at once.
+            warnings.warn(
+                f"calibrated stopping: at step 0 the forget set already scores as unfamiliar as the "
+                f"holdout set (AUC {start.auc:.3f} by score '{self.config.score}'); either nothing is "
+                "memorised, or this score cannot see it (accuracy cannot on short templated answers, "
+                "docs/stopping.md)",
+                UnmemWarning,
+                stacklevel=2,
+            )
         return True
 
     def check(self, step: int, model: torch.nn.Module) -> tuple[dict[str, float], str | None, bool]:
