@@ -169,7 +169,7 @@ class CalibratedStopping:
             return False
         self.history = [self._measure(model, 0)]
         start = self.history[0]
-        if start.auc <= 0.5 + self.config.band:
+        if calibrated_decision(start, self.config.band, self.config.max_utility_ratio) is not None:
             # The rule would stop at the first check: say why the run ends at once.
             warnings.warn(
                 f"calibrated stopping: at step 0 the forget set already scores as unfamiliar as the "
