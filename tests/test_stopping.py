@@ -130,7 +130,7 @@ def test_summary_names_the_chosen_step(tmp_path):
     json.dumps(summary)  # goes into summary.json
 
 
-def test_cli_sets_the_stop_score_and_rejects_an_unknown_one(monkeypatch, tmp_path):
+def test_cli_sets_the_stop_score_and_verbatim_and_rejects_an_unknown_score(monkeypatch, tmp_path):
     from typer.testing import CliRunner
 
     from unmem.cli import app
@@ -140,7 +140,9 @@ def test_cli_sets_the_stop_score_and_rejects_an_unknown_one(monkeypatch, tmp_pat
     args = ["unlearn", "--model", "m", "--method", "ga", "--forget", "f.jsonl", "--out", str(tmp_path / "o")]
     args += ["--stop-holdout", "h.jsonl"]
     assert CliRunner().invoke(app, [*args, "--stop-score", "accuracy"]).exit_code == 0
-    assert seen[0].calibrated_stop.score == "accuracy"
+    assert seen[0].calibrated_stop.score == "accuracy" and not seen[0].calibrated_stop.verbatim
+    assert CliRunner().invoke(app, [*args, "--stop-verbatim"]).exit_code == 0
+    assert seen.pop().calibrated_stop.verbatim
     bad = CliRunner().invoke(app, [*args, "--stop-score", "rank"])
     assert bad.exit_code != 0 and "calibrated_stop.score" in bad.output and not seen[1:]
 
@@ -158,3 +160,62 @@ def test_a_start_already_in_the_band_is_a_warning(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         rule.start(None, None)
+
+
+def _verbatim(auc: float, forget_exact: float, holdout_exact: float = 0.5, step: int = 0) -> Check:
+    return Check(step, auc, 0.5, 1.0, forget_exact, holdout_exact)
+
+
+def test_verbatim_keeps_the_rule_going_inside_the_band_until_forget_repeats_no_further():
+    assert calibrated_decision(_verbatim(0.52, 0.73), BAND, GUARD) is None  # in the band, still longer
+    reason = calibrated_decision(_verbatim(0.52, 0.5), BAND, GUARD)
+    assert reason is not None and "exact match 0.50 ≤ 0.50" in reason
+    # Overshoot and the guard stop the run whatever the exact match.
+    assert calibrated_decision(_verbatim(0.3, 0.73), BAND, GUARD).startswith("overshoot")
+    guarded = Check(0, 0.52, 0.5, 1.3, 0.73, 0.5)
+    assert calibrated_decision(guarded, BAND, GUARD).startswith("utility guard")
+
+
+def test_selection_prefers_checks_that_keep_verbatim_and_falls_back_to_the_auc():
+    history = [_verbatim(1.0, 2.1, step=0), _verbatim(0.52, 0.73, step=5), _verbatim(0.43, 0.4, step=10)]
+    assert select_check(history, GUARD).step == 10  # the only check not repeating further than holdout
+    assert select_check(history[:2], GUARD).step == 5  # none keeps it: closest to 0.5, as without verbatim
+    past_guard = [*history[:2], Check(10, 0.43, 0.5, 1.3, 0.4, 0.5)]
+    assert select_check(past_guard, GUARD).step == 5  # the guard comes first
+
+
+def test_exact_match_mean_counts_the_greedy_prefix_that_repeats_the_labels(tiny_model, tiny_tokenizer):
+    from unmem.data.collate import Example
+    from unmem.train.stopping import exact_match_mean
+
+    prompt = [1, 5, 6]
+    with torch.no_grad():
+        greedy = tiny_model.generate(
+            input_ids=torch.tensor([prompt]), max_new_tokens=3, do_sample=False, pad_token_id=0
+        )[0, len(prompt) :].tolist()
+    wrong = (greedy[2] + 1) % tiny_model.config.vocab_size  # not what the model continues with
+    two = [*greedy[:2], wrong, greedy[0]]  # repeats 2 tokens, then departs
+    none = [(greedy[0] + 1) % tiny_model.config.vocab_size, *greedy[1:]]  # departs at once
+    examples = [
+        Example(prompt + two, [-100] * 3 + two),
+        Example(prompt + none, [-100] * 3 + none),
+        Example(prompt, [-100] * 3),  # nothing to repeat: not counted
+    ]
+    assert exact_match_mean(tiny_model, examples, tiny_tokenizer.pad_token_id) == 1.0  # (2 + 0) / 2
+    with pytest.raises(ValueError, match="a prompt and labelled tokens"):
+        exact_match_mean(tiny_model, [Example([5, 6], [5, 6])], tiny_tokenizer.pad_token_id)
+
+
+def test_summary_says_whether_the_chosen_step_kept_verbatim(tmp_path):
+    from unmem.config import CalibratedStop
+    from unmem.train.stopping import CalibratedStopping
+
+    rule = CalibratedStopping(CalibratedStop(holdout=tmp_path, verbatim=True), [], [], None, 0)
+    rule.history = [_verbatim(1.0, 2.0, step=0), _verbatim(0.55, 0.9, step=5)]
+    assert (
+        "exact match 0.90 tokens, still longer than (no check kept it) holdout's 0.50"
+        in rule.summary("")["why"]
+    )
+    rule.history.append(_verbatim(0.45, 0.5, step=10))
+    summary = rule.summary("")
+    assert summary["selected_step"] == 10 and "0.50 tokens, no longer than holdout's 0.50" in summary["why"]

@@ -24,6 +24,7 @@ from unmem.evaluation import EvalOptions, evaluate, read_summary
 from unmem.metrics import extraction as ext
 from unmem.metrics.scoring import pad_token_id, sampling_logps, score_examples
 from unmem.train import unlearn
+from unmem.train.stopping import VERBATIM_TOKENS
 
 # Words of the tiny tokenizer's training sentences (conftest.SENTENCES): a few tokens each.
 WORDS = [
@@ -442,7 +443,8 @@ def test_methods_unlearn_text_windows(method, tiny_model_dir, tmp_path):
 
 def test_accuracy_stop_scores_windows_as_the_evaluation_does(make_tiny_llama, tiny_tokenizer, tmp_path):
     """`score: accuracy` at step 0 is the membership AUC of the evaluation's per-window memorisation
-    accuracy, forget vs holdout windows: the stop and the bar read one measure."""
+    accuracy, forget vs holdout windows, and `verbatim` its mean greedy exact-match lengths: the
+    stop and the bars read one measure."""
     import random
 
     from unmem.train.stopping import membership_auc
@@ -466,6 +468,7 @@ def test_accuracy_stop_scores_windows_as_the_evaluation_does(make_tiny_llama, ti
     tiny_tokenizer.save_pretrained(tmp_path / "model")
     settings = {"method": "ga", "lr": 5e-3, "max_steps": 1, "batch_size": 2, "device": "cpu"}
     settings["calibrated_stop"] = {"holdout": str(root / "holdout.jsonl"), "score": "accuracy", "stop": False}
+    settings["calibrated_stop"] |= {"verbatim": True}
     out = unlearn(tmp_path / "model", root / "forget.jsonl", tmp_path / "out", build_config(settings),
                   retain_path=root / "retain.jsonl")  # fmt: skip
     history = json.loads((out / "summary.json").read_text())["stopping"]["calibrated"]["history"]
@@ -483,6 +486,15 @@ def test_accuracy_stop_scores_windows_as_the_evaluation_does(make_tiny_llama, ti
     expected, _ = membership_auc(np.array(accuracy["forget"]), np.array(accuracy["holdout"]))
     assert 0.5 < expected < 1  # neither a tie nor a full separation, which any score might give
     assert history[0]["step"] == 0 and history[0]["auc"] == pytest.approx(expected, abs=1e-12)
+    exact = {
+        name: [r["exact_len"] for r in rows if r["set"] == f"{name}_windows"]
+        for name in ("forget", "holdout")
+    }
+    assert max(exact["forget"]) < VERBATIM_TOKENS  # below the check's cap, the two counts are one count
+    assert max(exact["forget"] + exact["holdout"]) > 0  # the learnt holdout text repeats: not all 0
+    # Bound: means of the same integer lengths over the same windows, summed in one order or another.
+    assert history[0]["forget_exact"] == pytest.approx(np.mean(exact["forget"]), abs=1e-12)
+    assert history[0]["holdout_exact"] == pytest.approx(np.mean(exact["holdout"]), abs=1e-12)
 
 
 def test_unlearn_runs_on_one_thread_by_default(monkeypatch, tmp_path):

@@ -215,6 +215,12 @@ def unlearn_cmd(
         help="Calibrated stopping: nll, min_k or accuracy (teacher-forced next-token accuracy: for "
         "verbatim memorised texts, docs/stopping.md).",
     ),
+    stop_verbatim: bool | None = typer.Option(
+        None,
+        "--stop-verbatim/--no-stop-verbatim",
+        help="Calibrated stopping: also wait until greedy continuations of forget prompts repeat "
+        "their text no further than the holdout's (docs/stopping.md).",
+    ),
     threads: int = typer.Option(
         1,
         min=1,
@@ -264,10 +270,15 @@ def unlearn_cmd(
         "chat_template": chat_template,
     }
     values.update({k: v for k, v in flags.items() if v is not None})
-    stop_flags = {"holdout": stop_holdout, "every": stop_every, "score": stop_score}
+    stop_flags = {
+        "holdout": stop_holdout,
+        "every": stop_every,
+        "score": stop_score,
+        "verbatim": stop_verbatim,
+    }
     if any(v is not None for v in stop_flags.values()):
         calibrated = dict(values.get("calibrated_stop") or {})
-        calibrated.update({k: v for k, v in stop_flags.items() if v})
+        calibrated.update({k: v for k, v in stop_flags.items() if v is not None})
         values["calibrated_stop"] = calibrated
     method_args = values.get("method_args") or {}
     if not isinstance(method_args, dict):

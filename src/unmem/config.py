@@ -43,6 +43,10 @@ class CalibratedStop(BaseModel):
     utility: Path | None = None  # perplexity guard set; None: the retain set when one is given
     max_utility_ratio: float = Field(1.1, gt=1.0)  # guard: its perplexity stays ≤ this × the start
     max_samples: int = Field(256, gt=0)  # cap per scored set, to keep checks cheap
+    # Also require the forget prompts' greedy continuations to repeat their text no further (mean
+    # exact-match tokens) than the holdout's (MUSE's VerbMem, extraction): one short greedy
+    # generation per check. For memorised text, whose most confident collocations outlast the AUC.
+    verbatim: bool = False
     stop: bool = True  # False: train to the end and still publish the selected point
 
 

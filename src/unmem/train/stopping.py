@@ -15,6 +15,13 @@ entered the band 0.5 ± ``band``, has fallen below it (overshoot), or the guard 
 :func:`select_check` then picks, among the checks that kept the guard, the one whose
 AUC is closest to 0.5 (the earlier one on a tie). Its weights were kept when it was
 measured, and they are what the run publishes.
+
+With ``verbatim``, a check also continues each forget and holdout prompt greedily and
+measures how many tokens repeat the text (the evaluation's exact-match length). Inside the
+band the rule then goes on while the forget mean is longer than the holdout's, and the
+selection prefers checks where it is not: on memorised text a model's most confident
+collocations ("THE SOFTWARE IS" → " PROVIDED") keep their rank after most tokens have lost
+theirs, so the AUC reaches 0.5 while greedy decoding still reproduces them.
 """
 
 from __future__ import annotations
@@ -31,9 +38,14 @@ import torch
 from unmem.config import CalibratedStop, EarlyStop
 from unmem.data.collate import Example, collate
 from unmem.errors import UnmemWarning
-from unmem.logprobs import token_logps
+from unmem.logprobs import IGNORE_INDEX, token_logps
+from unmem.metrics.extraction import exact_match_lengths
+from unmem.metrics.scoring import generate_ids
 
 MIN_K_FRACTION = 0.4  # MUSE's Min-40%, as PrivLeak uses
+# Greedy tokens a verbatim check generates: an exact match is counted up to this length (the
+# longest on SmolLM2's memorised MIT/BSD windows is 6 tokens before unlearning).
+VERBATIM_TOKENS = 32
 
 
 @torch.no_grad()
@@ -73,6 +85,32 @@ def perplexity(model: torch.nn.Module, examples: Sequence[Example], pad_token_id
     return math.exp(-sum(float(row.sum()) for row in logps) / max(tokens, 1))
 
 
+def exact_match_mean(
+    model: torch.nn.Module, examples: Sequence[Example], pad_token_id: int, batch_size: int = 32
+) -> float:
+    """Mean number of tokens the greedy continuation of each example's prompt (its unlabelled
+    start) shares with its labelled tokens, at most ``VERBATIM_TOKENS`` (eval mode, no gradients)."""
+    prompts, truths = [], []
+    for example in examples:
+        start = next((i for i, label in enumerate(example.labels) if label != IGNORE_INDEX), None)
+        if not start:  # no labels, or no prompt to continue
+            continue
+        prompts.append(example.input_ids[:start])
+        truths.append([t for t in example.labels[start:] if t != IGNORE_INDEX][:VERBATIM_TOKENS])
+    if not prompts:
+        raise ValueError("verbatim checks need examples with a prompt and labelled tokens after it")
+    generated = generate_ids(
+        model,
+        prompts,
+        max_new_tokens=[len(truth) for truth in truths],
+        pad_token_id=pad_token_id,
+        eos_token_id=None,
+        batch_size=batch_size,
+        desc="verbatim check",
+    )
+    return float(exact_match_lengths(generated, truths).value)
+
+
 def familiarity(
     logps: Sequence[np.ndarray], score: str, hits: Sequence[np.ndarray] | None = None
 ) -> np.ndarray:
@@ -107,6 +145,16 @@ class Check:
     auc: float  # membership AUC, forget vs holdout (0.5: indistinguishable)
     p_value: float  # Mann–Whitney, forget vs holdout scores
     utility_ratio: float  # perplexity of the kept set / its value at step 0 (1.0 without one)
+    # mean greedy exact-match tokens of forget and holdout prompts (None: ``verbatim`` is off)
+    forget_exact: float | None = None
+    holdout_exact: float | None = None
+
+    @property
+    def verbatim_kept(self) -> bool:
+        """The forget set is continued verbatim no further than the holdout (or not measured)."""
+        if self.forget_exact is None or self.holdout_exact is None:
+            return True
+        return self.forget_exact <= self.holdout_exact
 
 
 def calibrated_decision(last: Check, band: float, max_utility_ratio: float) -> str | None:
@@ -115,14 +163,21 @@ def calibrated_decision(last: Check, band: float, max_utility_ratio: float) -> s
         return f"utility guard: perplexity {last.utility_ratio:.3f}x its start > {max_utility_ratio}x"
     if last.auc < 0.5 - band:
         return f"overshoot: forget set less familiar than holdout (AUC {last.auc:.3f} < {0.5 - band:.3f})"
-    if last.auc <= 0.5 + band:
-        return f"forget set as unfamiliar as holdout (AUC {last.auc:.3f} within 0.5 ± {band})"
+    if last.auc <= 0.5 + band and last.verbatim_kept:
+        verbatim = (
+            ""
+            if last.forget_exact is None
+            else f", exact match {last.forget_exact:.2f} ≤ {last.holdout_exact:.2f}"
+        )
+        return f"forget set as unfamiliar as holdout (AUC {last.auc:.3f} within 0.5 ± {band}{verbatim})"
     return None
 
 
 def select_check(history: Sequence[Check], max_utility_ratio: float) -> Check:
-    """The check to publish: guard kept, AUC closest to 0.5, earliest on a tie (step 0 counts)."""
+    """The check to publish: guard kept, verbatim kept if any check kept it, AUC closest to 0.5,
+    earliest on a tie (step 0 counts)."""
     kept = [check for check in history if check.utility_ratio <= max_utility_ratio] or [history[0]]
+    kept = [check for check in kept if check.verbatim_kept] or kept
     return min(kept, key=lambda check: (round(abs(check.auc - 0.5), 9), check.step))
 
 
@@ -159,7 +214,10 @@ class CalibratedStopping:
             ppl = perplexity(model, self.utility, self.pad)
             self.utility_start = self.utility_start or ppl
             ratio = ppl / self.utility_start
-        return Check(step, auc, p_value, ratio)
+        if not self.config.verbatim:
+            return Check(step, auc, p_value, ratio)
+        exact = [exact_match_mean(model, examples, self.pad) for examples in (self.forget, self.holdout)]
+        return Check(step, auc, p_value, ratio, *exact)
 
     def start(self, model: torch.nn.Module, state: dict[str, Any] | None) -> bool:
         """Measure step 0 (or restore a resumed run's checks); True if step 0 is the best so far."""
@@ -188,6 +246,8 @@ class CalibratedStopping:
         best = select_check(self.history, self.config.max_utility_ratio)
         reason = calibrated_decision(current, self.config.band, self.config.max_utility_ratio)
         fields = {"stop_auc": current.auc, "stop_p": current.p_value, "utility_ratio": current.utility_ratio}
+        if current.forget_exact is not None and current.holdout_exact is not None:
+            fields |= {"stop_exact_forget": current.forget_exact, "stop_exact_holdout": current.holdout_exact}
         return fields, reason if self.config.stop else None, best is current
 
     def selected(self) -> Check:
@@ -202,6 +262,9 @@ class CalibratedStopping:
             f"step {chosen.step}: AUC {chosen.auc:.3f} closest to 0.5 of {len(self.history)} checks "
             f"with utility within {self.config.max_utility_ratio}x"
         )
+        if self.config.verbatim:
+            kept = "no longer than" if chosen.verbatim_kept else "still longer than (no check kept it)"
+            why += f"; forget exact match {chosen.forget_exact:.2f} tokens, {kept} holdout's {chosen.holdout_exact:.2f}"
         return {
             "rule": "calibrated",
             "selected_step": chosen.step,
@@ -210,6 +273,7 @@ class CalibratedStopping:
             "stop_reason": stop_reason,
             "band": self.config.band,
             "score": self.config.score,
+            "verbatim": self.config.verbatim,
             "history": [asdict(c) for c in self.history],
         }
 
