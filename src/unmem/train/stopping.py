@@ -262,7 +262,7 @@ class CalibratedStopping:
             f"step {chosen.step}: AUC {chosen.auc:.3f} closest to 0.5 of {len(self.history)} checks "
             f"with utility within {self.config.max_utility_ratio}x"
         )
-        if self.config.verbatim:
+        if chosen.forget_exact is not None and chosen.holdout_exact is not None:
             kept = "no longer than" if chosen.verbatim_kept else "still longer than (no check kept it)"
             why += f"; forget exact match {chosen.forget_exact:.2f} tokens, {kept} holdout's {chosen.holdout_exact:.2f}"
         return {
