@@ -284,9 +284,13 @@ def test_window_metrics_per_set_by_hand():
         window_scores=scores.__getitem__,
         window_truths=truths.__getitem__,
         window_continuations=greedy.__getitem__,
+        tokenizer=SimpleNamespace(decode=lambda ids: "-".join(map(str, ids))),
     )
     metrics: dict = {}
-    _windows(session, metrics, FamilyResult(metrics={}))
+    result = FamilyResult(metrics={})
+    _windows(session, metrics, result)
+    # The repeated tokens, decoded: the first two of each forget window, none of the holdout's.
+    assert [row["exact_text"] for row in result.rows] == ["1-2", "5-6", ""]
     # Accuracy: windows 3/4 and 1/2 -> 0.625; holdout 1/3.
     assert metrics["forget_mem_acc"] == 0.625 and metrics["holdout_mem_acc"] == pytest.approx(
         1 / 3, rel=1e-12

@@ -114,6 +114,11 @@ def _windows(session: ModelSession, metrics: dict[str, float | None], result: Fa
             tokens=[len(t) for t in truths],
             mem_acc=accuracy.per_sample or [],
             exact_len=exact.per_sample or [],
+            # what the model still repeats verbatim: the evidence behind the number
+            exact_text=[
+                session.tokenizer.decode(truth[: int(length)])
+                for truth, length in zip(truths, exact.per_sample or [], strict=True)
+            ],
             extract_prob=extract.per_sample or [],
         )
         result.details[f"{name}_windows"] = {"n": len(records), "exact_len_max": exact.extra["max"]}
