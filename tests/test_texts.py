@@ -563,3 +563,29 @@ def test_license_example_names_a_missing_file_in_one_line(stand_in_licenses, tmp
     assert result.exit_code == 2
     assert f"{stand_in_licenses / 'GPL-3'}: not found" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "ex").exists()
+
+
+def test_window_tokens_script_reports_each_first_token_with_its_gap_and_probability(
+    tiny_model, tiny_tokenizer
+):
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "window_tokens.py"
+    spec = importlib.util.spec_from_file_location("window_tokens", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    record = {"prompt": text(6), "gt": " " + text(6, shift=6)}
+    cells = module.first_token_cells(tiny_model, tiny_tokenizer, record, tokens=3, max_length=64)
+    example = encode_window(tiny_tokenizer, record)
+    start = next(i for i, label in enumerate(example.labels) if label != -100)
+    with torch.no_grad():
+        logits = tiny_model(input_ids=torch.tensor([example.input_ids])).logits[0]
+    assert len(cells) == 3
+    for cell, position in zip(cells, range(start, start + 3), strict=True):
+        label = example.input_ids[position]
+        p = float(torch.softmax(logits[position - 1], -1)[label])
+        top_is_label = int(logits[position - 1].argmax()) == label
+        gap_text, p_text = cell.rsplit(" ", 1)[1].split("/")
+        assert cell.startswith(repr(tiny_tokenizer.decode([label])))
+        assert float(p_text) == pytest.approx(p, abs=5e-4)  # printed to 3 decimals
+        assert (float(gap_text) > 0) == top_is_label or float(gap_text) == 0.0
