@@ -17,7 +17,6 @@ import torch
 
 from unmem.data.collate import encode_window
 from unmem.data.windows import read_windows
-from unmem.logprobs import IGNORE_INDEX
 from unmem.models import load_model
 
 
@@ -25,7 +24,7 @@ def first_token_cells(
     model: torch.nn.Module, tokenizer, record: dict, tokens: int, max_length: int
 ) -> list[str]:
     example = encode_window(tokenizer, record, max_length=max_length)
-    start = next(i for i, label in enumerate(example.labels) if label != IGNORE_INDEX)
+    start = len(example.split()[0])
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([example.input_ids])).logits[0].float()
     cells = []

@@ -83,6 +83,12 @@ class Example:
     # Longer than max_length: "prompt" (the question lost its start) or "answer" (answer tokens lost)
     truncated: str | None = None
 
+    def split(self) -> tuple[list[int], list[int]]:
+        """(the tokens before the first labelled one, the labelled tokens): what greedy decoding
+        continues, and what it should repeat if the sequence is memorised."""
+        start = next((i for i, label in enumerate(self.labels) if label != IGNORE_INDEX), len(self.labels))
+        return self.input_ids[:start], [t for t in self.labels[start:] if t != IGNORE_INDEX]
+
 
 class TruncationWarning(UnmemWarning):
     """Sequences of a data set were longer than ``max_length``."""

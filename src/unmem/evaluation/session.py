@@ -19,7 +19,6 @@ from unmem.data.collate import Example, PromptFormat, encode_window, warn_trunca
 from unmem.data.windows import continuation_text, window_error
 from unmem.errors import UnmemError
 from unmem.evaluation.options import EvalOptions
-from unmem.logprobs import IGNORE_INDEX
 from unmem.metrics import mia, scoring
 from unmem.models import context_length
 
@@ -148,19 +147,13 @@ class ModelSession:
 
     def window_truths(self, name: str) -> list[list[int]]:
         """The scored continuation ids of each window (after its prompt, at most the MUSE budget)."""
-        return [
-            [t for t, label in zip(e.input_ids, e.labels, strict=True) if label != IGNORE_INDEX]
-            for e in self.window_examples(name)
-        ]
+        return [example.split()[1] for example in self.window_examples(name)]
 
     def window_continuations(self, name: str) -> list[list[int]]:
         """Greedy continuation ids of each window's prompt, ``verbmem_max_new_tokens`` at most (MUSE)."""
 
         def compute() -> list[list[int]]:
-            prompts = [
-                [t for t, label in zip(e.input_ids, e.labels, strict=True) if label == IGNORE_INDEX]
-                for e in self.window_examples(name)
-            ]
+            prompts = [example.split()[0] for example in self.window_examples(name)]
             return scoring.generate_ids(
                 self.model,
                 prompts,

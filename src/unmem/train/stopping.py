@@ -38,7 +38,7 @@ import torch
 from unmem.config import CalibratedStop, EarlyStop
 from unmem.data.collate import Example, collate
 from unmem.errors import UnmemWarning
-from unmem.logprobs import IGNORE_INDEX, token_logps
+from unmem.logprobs import token_logps
 from unmem.metrics.extraction import exact_match_lengths
 from unmem.metrics.scoring import generate_ids
 
@@ -91,12 +91,10 @@ def exact_match_mean(
     """Mean number of tokens the greedy continuation of each example's prompt (its unlabelled
     start) shares with its labelled tokens, at most ``VERBATIM_TOKENS`` (eval mode, no gradients)."""
     prompts, truths = [], []
-    for example in examples:
-        start = next((i for i, label in enumerate(example.labels) if label != IGNORE_INDEX), None)
-        if not start:  # no labels, or no prompt to continue
-            continue
-        prompts.append(example.input_ids[:start])
-        truths.append([t for t in example.labels[start:] if t != IGNORE_INDEX][:VERBATIM_TOKENS])
+    for prompt, truth in (example.split() for example in examples):
+        if prompt and truth:  # a prompt to continue, and labels to repeat
+            prompts.append(prompt)
+            truths.append(truth[:VERBATIM_TOKENS])
     if not prompts:
         raise ValueError("verbatim checks need examples with a prompt and labelled tokens after it")
     generated = generate_ids(
@@ -150,11 +148,13 @@ class Check:
     holdout_exact: float | None = None
 
     @property
+    def verbatim_measured(self) -> bool:
+        return self.forget_exact is not None and self.holdout_exact is not None
+
+    @property
     def verbatim_kept(self) -> bool:
         """The forget set is continued verbatim no further than the holdout (or not measured)."""
-        if self.forget_exact is None or self.holdout_exact is None:
-            return True
-        return self.forget_exact <= self.holdout_exact
+        return not self.verbatim_measured or self.forget_exact <= self.holdout_exact
 
 
 def calibrated_decision(last: Check, band: float, max_utility_ratio: float) -> str | None:
@@ -165,9 +165,9 @@ def calibrated_decision(last: Check, band: float, max_utility_ratio: float) -> s
         return f"overshoot: forget set less familiar than holdout (AUC {last.auc:.3f} < {0.5 - band:.3f})"
     if last.auc <= 0.5 + band and last.verbatim_kept:
         verbatim = (
-            ""
-            if last.forget_exact is None
-            else f", exact match {last.forget_exact:.2f} ≤ {last.holdout_exact:.2f}"
+            f", exact match {last.forget_exact:.2f} ≤ {last.holdout_exact:.2f}"
+            if last.verbatim_measured
+            else ""
         )
         return f"forget set as unfamiliar as holdout (AUC {last.auc:.3f} within 0.5 ± {band}{verbatim})"
     return None
@@ -246,7 +246,7 @@ class CalibratedStopping:
         best = select_check(self.history, self.config.max_utility_ratio)
         reason = calibrated_decision(current, self.config.band, self.config.max_utility_ratio)
         fields = {"stop_auc": current.auc, "stop_p": current.p_value, "utility_ratio": current.utility_ratio}
-        if current.forget_exact is not None and current.holdout_exact is not None:
+        if current.verbatim_measured:
             fields |= {"stop_exact_forget": current.forget_exact, "stop_exact_holdout": current.holdout_exact}
         return fields, reason if self.config.stop else None, best is current
 
@@ -262,7 +262,7 @@ class CalibratedStopping:
             f"step {chosen.step}: AUC {chosen.auc:.3f} closest to 0.5 of {len(self.history)} checks "
             f"with utility within {self.config.max_utility_ratio}x"
         )
-        if chosen.forget_exact is not None and chosen.holdout_exact is not None:
+        if chosen.verbatim_measured:
             kept = "no longer than" if chosen.verbatim_kept else "still longer than (no check kept it)"
             why += f"; forget exact match {chosen.forget_exact:.2f} tokens, {kept} holdout's {chosen.holdout_exact:.2f}"
         return {
