@@ -6,7 +6,7 @@ Reads the experiment's ``report_data.json`` (or, before the report, ``state.json
 row's evaluation summary, and prints a
 Markdown table against the target (the first row): forget-text memorisation accuracy within
 ``--acc-margin`` of the holdout texts', greedy verbatim continuation on forget no longer than on
-holdout (exact-match length), retain-text memorisation within ``--acc-margin`` of the target's,
+holdout (exact-match length in tokens; and in words where the evaluation measured it), retain-text memorisation within ``--acc-margin`` of the target's,
 general perplexity at most ``--ppl-ratio`` x the target's, NLU accuracy within ``--nlu-points``.
 Also per row, from the per-window results: the longest exact match on forget and holdout windows,
 and the one-sided Mann-Whitney p that the forget windows' exact-match lengths exceed the holdout's.
@@ -25,7 +25,10 @@ COLUMNS = (
     ("retain_mem_acc", "retain acc"),
     ("forget_exact_len", "forget exact len"),
     ("holdout_exact_len", "holdout exact len"),
+    ("forget_exact_words", "forget exact words"),
+    ("holdout_exact_words", "holdout exact words"),
     ("verbmem_forget", "VerbMem forget"),
+    ("verbmem_holdout", "VerbMem holdout"),
     ("mia_loss_auc", "MIA AUC"),
     ("general_ppl", "general ppl"),
     ("nlu_acc", "NLU"),
@@ -59,6 +62,8 @@ def bars(row: dict[str, Any], target: dict[str, Any], args: argparse.Namespace) 
         "ppl": m["general_ppl"] <= args.ppl_ratio * t["general_ppl"],
         "NLU": m["nlu_acc"] >= t["nlu_acc"] - args.nlu_points / 100 - 1e-9,
     }
+    if m.get("forget_exact_words") is not None and m.get("holdout_exact_words") is not None:
+        checks["verbatim words"] = m["forget_exact_words"] <= m["holdout_exact_words"]
     return [name for name, ok in checks.items() if not ok]
 
 

@@ -143,6 +143,10 @@ def test_cli_sets_the_stop_score_and_verbatim_and_rejects_an_unknown_score(monke
     assert seen[0].calibrated_stop.score == "accuracy" and not seen[0].calibrated_stop.verbatim
     assert CliRunner().invoke(app, [*args, "--stop-verbatim"]).exit_code == 0
     assert seen.pop().calibrated_stop.verbatim
+    assert CliRunner().invoke(app, [*args, "--stop-verbatim", "--stop-verbatim-first"]).exit_code == 0
+    assert seen.pop().calibrated_stop.verbatim_first
+    alone = CliRunner().invoke(app, [*args, "--stop-verbatim-first"])
+    assert alone.exit_code != 0 and "verbatim_first needs verbatim" in alone.output
     bad = CliRunner().invoke(app, [*args, "--stop-score", "rank"])
     assert bad.exit_code != 0 and "calibrated_stop.score" in bad.output and not seen[1:]
 
@@ -174,6 +178,31 @@ def test_verbatim_keeps_the_rule_going_inside_the_band_until_forget_repeats_no_f
     assert calibrated_decision(_verbatim(0.3, 0.73), BAND, GUARD).startswith("overshoot")
     guarded = Check(0, 0.52, 0.5, 1.3, 0.73, 0.5)
     assert calibrated_decision(guarded, BAND, GUARD).startswith("utility guard")
+
+
+def test_verbatim_first_goes_on_past_the_overshoot_until_forget_repeats_no_further():
+    # Still longer than holdout below the band: go on (without verbatim_first: stop).
+    assert calibrated_decision(_verbatim(0.23, 0.64), BAND, GUARD, verbatim_first=True) is None
+    assert calibrated_decision(_verbatim(0.23, 0.64), BAND, GUARD).startswith("overshoot")
+    reason = calibrated_decision(_verbatim(0.05, 0.27, 0.46), BAND, GUARD, verbatim_first=True)
+    assert (
+        reason
+        == "overshoot: forget set less familiar than holdout (AUC 0.050 < 0.450, exact match 0.27 ≤ 0.46)"
+    )
+    # In the band the rule is unchanged; the guard still ends the run.
+    assert calibrated_decision(_verbatim(0.52, 0.73), BAND, GUARD, verbatim_first=True) is None
+    guarded = Check(0, 0.2, 0.5, 1.3, 0.73, 0.5)
+    assert calibrated_decision(guarded, BAND, GUARD, verbatim_first=True).startswith("utility guard")
+
+
+def test_verbatim_first_needs_verbatim(tmp_path):
+    from pydantic import ValidationError
+
+    from unmem.config import CalibratedStop
+
+    with pytest.raises(ValidationError, match="verbatim_first needs verbatim: true"):
+        CalibratedStop(holdout=tmp_path, verbatim_first=True)
+    assert CalibratedStop(holdout=tmp_path, verbatim=True, verbatim_first=True).verbatim_first
 
 
 def test_selection_prefers_checks_that_keep_verbatim_and_falls_back_to_the_auc():

@@ -238,6 +238,18 @@ def test_exact_match_length_is_the_common_prefix():
     assert result.per_sample == [2.0, 3.0] and result.value == 2.5 and result.extra["max"] == 3.0
 
 
+def test_exact_match_words_counts_whole_words_only():
+    assert ext.exact_match_words(" THE SOFTWARE IS PROVIDED", " THE SOFTWARE IS PROVIDED AS") == 4
+    # The first half of a split word is not a word: "PROVIDING" against "PROVIDED".
+    assert ext.exact_match_words(" IS PROVIDING AS", " IS PROVIDED AS") == 1
+    assert ext.exact_match_words("met:\n\nThe", " met: The") == 2  # whitespace is a separator only
+    assert ext.exact_match_words("", " any") == 0
+    result = ext.exact_match_word_lengths([" a b c", " x"], [" a b d", " x y"])
+    assert result.per_sample == [2.0, 1.0] and result.value == 1.5 and result.extra["max"] == 2.0
+    with pytest.raises(ValueError, match="1 generations but 2"):
+        ext.exact_match_word_lengths([" a"], [" a", " b"])
+
+
 def test_k_sample_extraction_probability():
     # Two tokens of probability 1/2: p = 1/4; one sample 1/4, two 1 - (3/4)^2 = 7/16.
     half = math.log(0.5)
@@ -276,6 +288,23 @@ def test_window_metrics_per_set_by_hand():
     }
     truths = {"forget": [[1, 2, 3, 4], [5, 6]], "holdout": [[7, 8, 9]]}
     greedy = {"forget": [[1, 2, 9, 4], [5, 6]], "holdout": [[0, 8, 9]]}
+    # Tokens 2 and 3 are halves of one word: the first forget window repeats 2 tokens, 1 word.
+    pieces = {
+        0: " no",
+        1: " THE",
+        2: " PROVID",
+        3: "ED",
+        4: " AS",
+        5: " a",
+        6: " b",
+        7: " x",
+        8: " y",
+        9: "ING",
+    }
+
+    def decode(ids, skip_special_tokens=False):
+        return "".join(pieces[i] for i in ids)
+
     session = SimpleNamespace(
         opts=EvalOptions(extraction_samples=2, extraction_tokens=2),
         data=SimpleNamespace(
@@ -284,19 +313,24 @@ def test_window_metrics_per_set_by_hand():
         window_scores=scores.__getitem__,
         window_truths=truths.__getitem__,
         window_continuations=greedy.__getitem__,
-        tokenizer=SimpleNamespace(decode=lambda ids: "-".join(map(str, ids))),
+        tokenizer=SimpleNamespace(
+            decode=decode, batch_decode=lambda batch, **kw: [decode(i, **kw) for i in batch]
+        ),
     )
     metrics: dict = {}
     result = FamilyResult(metrics={})
     _windows(session, metrics, result)
     # The repeated tokens, decoded: the first two of each forget window, none of the holdout's.
-    assert [row["exact_text"] for row in result.rows] == ["1-2", "5-6", ""]
+    assert [row["exact_text"] for row in result.rows] == [" THE PROVID", " a b", ""]
     # Accuracy: windows 3/4 and 1/2 -> 0.625; holdout 1/3.
     assert metrics["forget_mem_acc"] == 0.625 and metrics["holdout_mem_acc"] == pytest.approx(
         1 / 3, rel=1e-12
     )
     # Exact-match length: 2 and 2 tokens; holdout 0.
     assert metrics["forget_exact_len"] == 2.0 and metrics["holdout_exact_len"] == 0.0
+    # In words: " THE" (" PROVID|ING" is not " PROVID|ED") and " a b": (1 + 2) / 2; holdout 0.
+    assert [row["exact_words"] for row in result.rows] == [1.0, 2.0, 0.0]
+    assert metrics["forget_exact_words"] == 1.5 and metrics["holdout_exact_words"] == 0.0
     # First 2 tokens, k = 2: p = 1/4 -> 7/16; p = 1/4 -> 7/16; holdout p = 1/16 -> 1 - (15/16)^2 = 31/256.
     # float64 closed form on exact powers of two: 1e-12 is far above its rounding.
     assert metrics["forget_extract_rate"] == pytest.approx(7 / 16, rel=1e-12)

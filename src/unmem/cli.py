@@ -221,6 +221,12 @@ def unlearn_cmd(
         help="Calibrated stopping: also wait until greedy continuations of forget prompts repeat "
         "their text no further than the holdout's (docs/stopping.md).",
     ),
+    stop_verbatim_first: bool | None = typer.Option(
+        None,
+        "--stop-verbatim-first/--no-stop-verbatim-first",
+        help="Calibrated stopping with --stop-verbatim: go on past an overshoot until the verbatim "
+        "check holds (or the guard fails); may over-forget (docs/stopping.md).",
+    ),
     threads: int = typer.Option(
         1,
         min=1,
@@ -275,6 +281,7 @@ def unlearn_cmd(
         "every": stop_every,
         "score": stop_score,
         "verbatim": stop_verbatim,
+        "verbatim_first": stop_verbatim_first,
     }
     if any(v is not None for v in stop_flags.values()):
         calibrated = dict(values.get("calibrated_stop") or {})

@@ -47,7 +47,17 @@ class CalibratedStop(BaseModel):
     # exact-match tokens) than the holdout's (MUSE's VerbMem, extraction): one short greedy
     # generation per check. For memorised text, whose most confident collocations outlast the AUC.
     verbatim: bool = False
+    # Verbatim first (copyright requests): an overshoot does not end the run while the forget prompts
+    # are still continued further than the holdout's; the guard and the step limit still do. The
+    # published check may then be far below AUC 0.5 (over-forgotten). Needs ``verbatim``.
+    verbatim_first: bool = False
     stop: bool = True  # False: train to the end and still publish the selected point
+
+    @model_validator(mode="after")
+    def _verbatim_first_needs_verbatim(self) -> CalibratedStop:
+        if self.verbatim_first and not self.verbatim:
+            raise ValueError("verbatim_first needs verbatim: true (it waits for the verbatim check)")
+        return self
 
 
 class TrainingSettings(BaseModel):

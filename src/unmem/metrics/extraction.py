@@ -18,7 +18,8 @@ On text windows (a prompt and its true continuation, ``unmem.data.windows``):
 
 - exact-match length (Carlini et al. 2021/2023's verbatim extraction, as a length): how
   many tokens of the continuation the greedy continuation of the prompt reproduces before
-  its first wrong token;
+  its first wrong token; and in whole words, so that a word the tokenizer splits in two counts
+  once and its first piece alone (" PROVID" without "ED") not at all;
 - k-sample extraction (Hayes et al. 2024, "Measuring memorization in language models via
   probabilistic extraction"): the probability that at least one of k sampled continuations
   reproduces the first n tokens of the true one, 1 − (1 − p)^k with p = Π_t p_s(x_t) the
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -89,8 +91,9 @@ def memorization_accuracy(argmax_match: Sequence[Sequence[bool]]) -> MetricResul
     return result
 
 
-def exact_match_length(generated: Sequence[int], true: Sequence[int]) -> int:
-    """Tokens of ``true`` that ``generated`` reproduces before its first mismatch (its common prefix)."""
+def exact_match_length(generated: Sequence[Any], true: Sequence[Any]) -> int:
+    """Tokens (or words) of ``true`` that ``generated`` reproduces before its first mismatch (its
+    common prefix)."""
     length = 0
     for produced, expected in zip(generated, true, strict=False):
         if produced != expected:
@@ -106,6 +109,23 @@ def exact_match_lengths(generated: Sequence[Sequence[int]], true: Sequence[Seque
     values = [float(exact_match_length(g, t)) for g, t in zip(generated, true, strict=True)]
     return MetricResult(
         "exact_match_length", nanmean(values), values, {"max": max(values, default=float("nan"))}
+    )
+
+
+def exact_match_words(generated: str, true: str) -> int:
+    """Whole whitespace-separated words of ``true`` that ``generated`` reproduces before its first
+    different word. Unlike the token count, a word the tokenizer splits in two counts once, and a
+    word whose first piece alone is repeated (" PROVID" then "ING" for " PROVIDED") not at all."""
+    return exact_match_length(generated.split(), true.split())
+
+
+def exact_match_word_lengths(generated: Sequence[str], true: Sequence[str]) -> MetricResult:
+    """Mean exact-match length in words over windows; ``extra["max"]`` is the longest."""
+    if len(generated) != len(true):
+        raise ValueError(f"{len(generated)} generations but {len(true)} true continuations")
+    values = [float(exact_match_words(g, t)) for g, t in zip(generated, true, strict=True)]
+    return MetricResult(
+        "exact_match_words", nanmean(values), values, {"max": max(values, default=float("nan"))}
     )
 
 

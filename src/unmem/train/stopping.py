@@ -21,7 +21,9 @@ measures how many tokens repeat the text (the evaluation's exact-match length). 
 band the rule then goes on while the forget mean is longer than the holdout's, and the
 selection prefers checks where it is not: on memorised text a model's most confident
 collocations ("THE SOFTWARE IS" → " PROVIDED") keep their rank after most tokens have lost
-theirs, so the AUC reaches 0.5 while greedy decoding still reproduces them.
+theirs, so the AUC reaches 0.5 while greedy decoding still reproduces them. With
+``verbatim_first`` an overshoot does not stop the run either until the forget prompts repeat no
+further than the holdout's (or the guard fails): the verbatim bar before the calibration.
 """
 
 from __future__ import annotations
@@ -157,18 +159,24 @@ class Check:
         return not self.verbatim_measured or self.forget_exact <= self.holdout_exact
 
 
-def calibrated_decision(last: Check, band: float, max_utility_ratio: float) -> str | None:
-    """Why to stop after ``last``, or None to go on."""
+def calibrated_decision(
+    last: Check, band: float, max_utility_ratio: float, verbatim_first: bool = False
+) -> str | None:
+    """Why to stop after ``last``, or None to go on. ``verbatim_first``: an overshoot stops
+    only once the verbatim check is kept too."""
     if last.utility_ratio > max_utility_ratio:
         return f"utility guard: perplexity {last.utility_ratio:.3f}x its start > {max_utility_ratio}x"
-    if last.auc < 0.5 - band:
-        return f"overshoot: forget set less familiar than holdout (AUC {last.auc:.3f} < {0.5 - band:.3f})"
-    if last.auc <= 0.5 + band and last.verbatim_kept:
-        verbatim = (
-            f", exact match {last.forget_exact:.2f} ≤ {last.holdout_exact:.2f}"
-            if last.verbatim_measured
-            else ""
+    verbatim = (
+        f", exact match {last.forget_exact:.2f} ≤ {last.holdout_exact:.2f}"
+        if last.verbatim_measured and last.verbatim_kept
+        else ""
+    )
+    if last.auc < 0.5 - band and (last.verbatim_kept or not verbatim_first):
+        return (
+            "overshoot: forget set less familiar than holdout "
+            f"(AUC {last.auc:.3f} < {0.5 - band:.3f}{verbatim})"
         )
+    if 0.5 - band <= last.auc <= 0.5 + band and last.verbatim_kept:
         return f"forget set as unfamiliar as holdout (AUC {last.auc:.3f} within 0.5 ± {band}{verbatim})"
     return None
 
@@ -227,11 +235,15 @@ class CalibratedStopping:
             return False
         self.history = [self._measure(model, 0)]
         start = self.history[0]
-        if calibrated_decision(start, self.config.band, self.config.max_utility_ratio) is not None:
+        config = self.config
+        if (
+            calibrated_decision(start, config.band, config.max_utility_ratio, config.verbatim_first)
+            is not None
+        ):
             # The rule would stop at the first check: say why the run ends at once.
             warnings.warn(
                 f"calibrated stopping: at step 0 the forget set already scores as unfamiliar as the "
-                f"holdout set (AUC {start.auc:.3f} by score '{self.config.score}'); either nothing is "
+                f"holdout set (AUC {start.auc:.3f} by score '{config.score}'); either nothing is "
                 "memorised, or this score cannot see it (accuracy cannot on short templated answers, "
                 "docs/stopping.md)",
                 UnmemWarning,
@@ -244,7 +256,9 @@ class CalibratedStopping:
         current = self._measure(model, step)
         self.history.append(current)
         best = select_check(self.history, self.config.max_utility_ratio)
-        reason = calibrated_decision(current, self.config.band, self.config.max_utility_ratio)
+        reason = calibrated_decision(
+            current, self.config.band, self.config.max_utility_ratio, self.config.verbatim_first
+        )
         fields = {"stop_auc": current.auc, "stop_p": current.p_value, "utility_ratio": current.utility_ratio}
         if current.verbatim_measured:
             fields |= {"stop_exact_forget": current.forget_exact, "stop_exact_holdout": current.holdout_exact}

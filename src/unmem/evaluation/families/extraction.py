@@ -11,7 +11,8 @@ On text windows (``verbmem`` sets: the ``texts`` layout's forget / retain / hold
 world's forget / holdout bios), per set: ``{set}_mem_acc``, the teacher-forced accuracy on
 the continuation given its prompt (the share of next tokens predicted exactly);
 ``{set}_exact_len``, the tokens the greedy continuation reproduces before its first wrong
-one; ``{set}_extract_rate``, the k-sample extraction rate of the continuation's first
+one; ``{set}_exact_words``, the same in whole words (a word the tokenizer splits counts once, half
+a word not at all); ``{set}_extract_rate``, the k-sample extraction rate of the continuation's first
 ``extraction_tokens`` tokens. A memorised forget set sits far above the holdout set on all
 three; one that is forgotten sits at the holdout's level. Formulas: ``unmem.metrics.extraction``.
 """
@@ -40,7 +41,7 @@ IDS = (
     "pii_email",
     "pii_address",
     "forget_embedding_sim",
-    *(f"{s}_{m}" for s in WINDOW_SETS for m in ("mem_acc", "exact_len", "extract_rate")),
+    *(f"{s}_{m}" for s in WINDOW_SETS for m in ("mem_acc", "exact_len", "exact_words", "extract_rate")),
 )
 OTHER_IDS = IDS[3:]  # the EL ids follow the option el_orders
 
@@ -95,13 +96,19 @@ def _windows(session: ModelSession, metrics: dict[str, float | None], result: Fa
         scores = session.window_scores(name)
         truths = session.window_truths(name)
         accuracy = ext.memorization_accuracy([s.argmax_match for s in scores])
-        exact = ext.exact_match_lengths(session.window_continuations(name), truths)
+        continuations = session.window_continuations(name)
+        exact = ext.exact_match_lengths(continuations, truths)
+        decode = session.tokenizer.batch_decode
+        words = ext.exact_match_word_lengths(
+            decode(continuations, skip_special_tokens=True), decode(truths, skip_special_tokens=True)
+        )
         extract = ext.k_sample_extraction(
             [s.sample_logps for s in scores], opts.extraction_samples, opts.extraction_tokens
         )
         metrics |= {
             f"{name}_mem_acc": num(accuracy.value),
             f"{name}_exact_len": num(exact.value),
+            f"{name}_exact_words": num(words.value),
             f"{name}_extract_rate": num(extract.value),
         }
         result.rows += sample_rows(
@@ -119,9 +126,14 @@ def _windows(session: ModelSession, metrics: dict[str, float | None], result: Fa
                 session.tokenizer.decode(truth[: int(length)])
                 for truth, length in zip(truths, exact.per_sample or [], strict=True)
             ],
+            exact_words=words.per_sample or [],
             extract_prob=extract.per_sample or [],
         )
-        result.details[f"{name}_windows"] = {"n": len(records), "exact_len_max": exact.extra["max"]}
+        result.details[f"{name}_windows"] = {
+            "n": len(records),
+            "exact_len_max": exact.extra["max"],
+            "exact_words_max": words.extra["max"],
+        }
     result.details["extraction"] = {
         "k": opts.extraction_samples,
         "tokens": opts.extraction_tokens,
