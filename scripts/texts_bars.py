@@ -6,8 +6,8 @@ Reads the experiment's ``report_data.json`` (or, before the report, ``state.json
 row's evaluation summary, and prints a
 Markdown table against the target (the first row): forget-text memorisation accuracy within
 ``--acc-margin`` of the holdout texts', greedy verbatim continuation on forget no longer than on
-holdout (exact-match length in tokens; and in words where the evaluation measured it), retain-text memorisation within ``--acc-margin`` of the target's,
-general perplexity at most ``--ppl-ratio`` x the target's, NLU accuracy within ``--nlu-points``.
+holdout (exact-match length in tokens; and in words where the evaluation measured it),
+retain-text memorisation within ``--acc-margin`` of the target's, general perplexity at most ``--ppl-ratio`` x the target's, NLU accuracy within ``--nlu-points``.
 Also per row, from the per-window results: the longest exact match on forget and holdout windows,
 and the one-sided Mann-Whitney p that the forget windows' exact-match lengths exceed the holdout's.
 """

@@ -102,8 +102,8 @@ def exact_match_length(generated: Sequence[Any], true: Sequence[Any]) -> int:
     return length
 
 
-def exact_match_lengths(generated: Sequence[Sequence[int]], true: Sequence[Sequence[int]]) -> MetricResult:
-    """Mean exact-match length (tokens) over windows; ``extra["max"]`` is the longest."""
+def exact_match_lengths(generated: Sequence[Sequence[Any]], true: Sequence[Sequence[Any]]) -> MetricResult:
+    """Mean exact-match length over windows (of token ids, or of words); ``extra["max"]`` is the longest."""
     if len(generated) != len(true):
         raise ValueError(f"{len(generated)} generations but {len(true)} true continuations")
     values = [float(exact_match_length(g, t)) for g, t in zip(generated, true, strict=True)]
@@ -121,12 +121,9 @@ def exact_match_words(generated: str, true: str) -> int:
 
 def exact_match_word_lengths(generated: Sequence[str], true: Sequence[str]) -> MetricResult:
     """Mean exact-match length in words over windows; ``extra["max"]`` is the longest."""
-    if len(generated) != len(true):
-        raise ValueError(f"{len(generated)} generations but {len(true)} true continuations")
-    values = [float(exact_match_words(g, t)) for g, t in zip(generated, true, strict=True)]
-    return MetricResult(
-        "exact_match_words", nanmean(values), values, {"max": max(values, default=float("nan"))}
-    )
+    result = exact_match_lengths([g.split() for g in generated], [t.split() for t in true])
+    result.name = "exact_match_words"
+    return result
 
 
 def extraction_probability(sample_logps: Sequence[float], k: int) -> float:
