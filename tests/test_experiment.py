@@ -150,10 +150,71 @@ def test_micro_experiment_end_to_end_resumes_after_interrupt(tmp_path, monkeypat
     seconds = {k: v.get("seconds") for k, v in json.loads((out / "state.json").read_text())["stages"].items()}
     assert ga_summary.stat().st_mtime_ns == ga_time and seconds["unlearn:ga-s0"] is not None
 
+    # Stages made by an older unmem, before a setting existed: kept while the setting is at its
+    # default (as they ran), a change when it is not.
+    _record_as_before(out, "fuse_passes")
+    result = CliRunner().invoke(app, ["run", str(config), "--out", str(out)])
+    assert result.exit_code == 0 and "kept unlearn:ga-s0, eval:ga-s0" in result.stderr, result.output
+    assert ga_summary.stat().st_mtime_ns == ga_time
+    _record_as_before(out, "lr")  # 1e-3 in the file, 1e-5 by default: the run was not made as today's
+    result = CliRunner().invoke(app, ["run", str(config), "--out", str(out)])
+    assert result.exit_code == 2 and "unlearn:ga-s0 (lr" in result.stderr, result.output
+
     edited = tmp_path / "micro.yaml"
     edited.write_text(config.read_text().replace("lr: 1.0e-3", "lr: 2.0e-3"))
     result = CliRunner().invoke(app, ["run", str(edited), "--out", str(out)])
     assert result.exit_code == 2 and "--overwrite" in result.stderr, result.output
+
+
+def _record_as_before(out: Path, setting: str) -> None:
+    """state.json as an unmem without ``setting`` would have written it for the GA run and its evaluation."""
+    from unmem.io import cache_key
+
+    path = out / "state.json"
+    state = json.loads(path.read_text())
+    unlearn, evaluation = state["stages"]["unlearn:ga-s0"], state["stages"]["eval:ga-s0"]
+    del unlearn["inputs"]["config"][setting]
+    unlearn["key"] = cache_key("unlearn", **unlearn["inputs"])
+    evaluation["inputs"]["model"] = unlearn["key"]
+    evaluation["key"] = cache_key("eval-row", **evaluation["inputs"])
+    path.write_text(json.dumps(state))
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "kept"),
+    [
+        ({"lr": 1e-3}, {"lr": 1e-3, "fuse_passes": True}, True),  # new, at its default
+        ({"lr": 1e-3}, {"lr": 1e-3, "fuse_passes": False}, False),  # new, not at its default
+        ({"lr": 1e-3, "fuse_passes": True}, {"lr": 1e-3}, False),  # a recorded setting gone
+        ({"lr": 1e-3}, {"lr": 2e-3, "fuse_passes": True}, False),  # another change besides
+        ({}, {"no_such_setting": 1}, False),  # not a field: nothing says what its default is
+        ({}, {"method": "ga"}, False),  # a required field cannot be new: the record lost it
+    ],
+)
+def test_only_new_defaults_keeps_settings_added_at_their_default(old, new, kept):
+    from unmem.config import UnlearnConfig
+    from unmem.experiment.stages import only_new_defaults
+
+    config = UnlearnConfig(method="ga", lr=1e-3)
+    assert (
+        only_new_defaults({"config": old, "data": "d"}, {"config": new, "data": "d"}, {"config": config})
+        is kept
+    )
+
+
+def test_only_new_defaults_reads_nested_settings():
+    from unmem.config import CalibratedStop, UnlearnConfig
+    from unmem.experiment.stages import only_new_defaults
+
+    config = UnlearnConfig(method="ga", calibrated_stop=CalibratedStop(holdout="h.jsonl"))
+    new = config.model_dump(mode="json")
+    old = json.loads(json.dumps(new))
+    del old["calibrated_stop"]["verbatim_first"]
+    assert only_new_defaults(old, new, config)
+    new["calibrated_stop"]["verbatim_first"] = True
+    assert not only_new_defaults(old, new, config)
+    del old["calibrated_stop"]  # a whole block new, but set (not its default None): a change
+    assert not only_new_defaults(old, config.model_dump(mode="json"), config)
 
 
 def test_demo_show_prints_the_shipped_file():

@@ -19,6 +19,7 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import BaseModel
 from rich.console import Console
 
 from unmem.errors import UnmemError
@@ -26,7 +27,14 @@ from unmem.evaluation import EVAL_VERSION, evaluate
 from unmem.evaluation.reference import per_sample_column
 from unmem.experiment.loader import Experiment, load_experiment
 from unmem.experiment.plan import RunPlan, with_holdout
-from unmem.experiment.stages import Stage, StageLog, changed_error, describe_change, experiment_inputs
+from unmem.experiment.stages import (
+    Stage,
+    StageLog,
+    changed_error,
+    describe_change,
+    experiment_inputs,
+    only_new_defaults,
+)
 from unmem.experiment.tracking import make_trackers, track_row
 from unmem.io import (
     cache_key,
@@ -89,6 +97,8 @@ class Runner:
         self.keys: dict[str, str] = {}  # stage id (and "model:<row>") -> hash of its inputs
         self.redo: dict[str, str] = {}  # stage id -> what changed, for stages --overwrite redoes
         self.failed: list[str] = []
+        self.upgraded: list[str] = []  # stages kept although unmem has settings new since they ran
+        self.upgraded_keys: dict[str, str] = {}  # their old key -> today's
         self.log: StageLog  # set by run_experiment once the stages are known
 
     def _model_rows(self) -> tuple[Row, list[Row]]:
@@ -323,6 +333,11 @@ class Runner:
     def plan_redo(self) -> None:
         """What changed since the last run here: an error without --overwrite, else redone, and said."""
         changes = self.changes()
+        if self.upgraded:
+            self.console.print(
+                f"kept {', '.join(self.upgraded)}: made before settings new to unmem, which are at their "
+                "defaults (as they ran)", highlight=False, soft_wrap=True,
+            )  # fmt: skip
         if changes and not self.overwrite:
             raise changed_error(self.out.root, self.exp.source, changes)
         if changes:
@@ -350,14 +365,18 @@ class Runner:
         for row in self.eval_rows():
             if row.plan is not None and "model:target" in self.keys:
                 self._compare(
-                    f"unlearn:{row.name}", "unlearn", self.unlearn_inputs(row.plan), outputs, changed
-                )
+                    f"unlearn:{row.name}", "unlearn", self.unlearn_inputs(row.plan), outputs, changed,
+                    settings={"config": row.plan.config},
+                )  # fmt: skip
             upstream = f"unlearn:{row.name}" if row.plan is not None else f"model:{row.name}"
             if upstream in changed:
                 if outputs[f"eval:{row.name}"].exists():
                     changed[f"eval:{row.name}"] = f"after {upstream}"
             elif upstream in self.keys:
-                self._compare(f"eval:{row.name}", "eval-row", self.eval_inputs(row), outputs, changed)
+                self._compare(
+                    f"eval:{row.name}", "eval-row", self.eval_inputs(row), outputs, changed,
+                    settings={"eval": self.exp.config.eval},
+                )  # fmt: skip
         return changed
 
     def eval_rows(self) -> list[Row]:
@@ -370,11 +389,31 @@ class Runner:
         inputs: dict[str, Any],
         outputs: dict[str, Path],
         changed: dict[str, str],
+        settings: dict[str, BaseModel] | None = None,
     ) -> None:
         self.keys[stage_id] = key = cache_key(kind, **inputs)
         entry = self.log.state["stages"].get(stage_id, {})
-        if outputs[stage_id].exists() and (entry.get("key") or entry.get("pending_key")) != key:
+        if not outputs[stage_id].exists() or (entry.get("key") or entry.get("pending_key")) == key:
+            return
+        if settings is None or not self._keep_upgraded(stage_id, entry, inputs, settings):
             changed[stage_id] = describe_change(entry.get("inputs"), inputs)
+
+    def _keep_upgraded(
+        self, stage_id: str, entry: dict[str, Any], inputs: dict[str, Any], settings: dict[str, BaseModel]
+    ) -> bool:
+        """A finished stage whose recorded inputs lack only settings new to unmem, at their defaults,
+        was made as today's inputs would make it: its record is brought up to date and it is kept
+        (stages made from it follow, through ``upgraded_keys``). Upgrading unmem redoes nothing."""
+        old, old_key = entry.get("inputs"), entry.get("key")
+        if old_key is None or not isinstance(old, dict):
+            return False
+        old = {name: self.upgraded_keys.get(v, v) if isinstance(v, str) else v for name, v in old.items()}
+        if not only_new_defaults(old, inputs, settings):
+            return False
+        self.upgraded_keys[old_key] = self.keys[stage_id]
+        entry.update({"key": self.keys[stage_id], "inputs": inputs})
+        self.upgraded.append(stage_id)
+        return True
 
     def _world_change(self) -> str | None:
         from unmem.data.world import WorldConfig

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
 from rich.console import Console
 
 from unmem.errors import UnmemError
@@ -111,6 +113,36 @@ def describe_change(old: dict[str, Any] | None, new: dict[str, Any]) -> str:
     difference = first_difference(old, new) or "other inputs"
     top = difference.split(" ", 1)[0].split(".", 1)[0]
     return UPSTREAM.get(top) or difference.removeprefix("config.")
+
+
+def only_new_defaults(old: Any, new: Any, settings: Any = None) -> bool:
+    """Whether the inputs ``new`` equal the recorded ``old`` but for settings ``old`` lacks that
+    ``new`` has at their default: settings added to unmem since ``old`` was recorded, which the stage
+    ran without, and so as their default does. ``settings``: the pydantic settings ``new`` was
+    dumped from (a model, or a dict of models by input name); only their fields can be new."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return old == new
+    if set(old) - set(new):
+        return False
+    for key, value in new.items():
+        if key in old:
+            if not only_new_defaults(old[key], value, _settings_part(settings, key)):
+                return False
+        elif not _at_default(settings, key, value):
+            return False
+    return True
+
+
+def _settings_part(settings: Any, key: str) -> BaseModel | None:
+    part = settings.get(key) if isinstance(settings, dict) else getattr(settings, key, None)
+    return part if isinstance(part, BaseModel) else None
+
+
+def _at_default(settings: Any, key: str, value: Any) -> bool:
+    field = type(settings).model_fields.get(key) if isinstance(settings, BaseModel) else None
+    if field is None or field.is_required():
+        return False
+    return to_jsonable_python(field.get_default(call_default_factory=True)) == value
 
 
 def changed_error(out: Path, source: Path | None, changes: dict[str, str]) -> UnmemError:
