@@ -10,6 +10,8 @@ holdout (exact-match length in tokens; and in words where the evaluation measure
 retain-text memorisation within ``--acc-margin`` of the target's, general perplexity at most ``--ppl-ratio`` x the target's, NLU accuracy within ``--nlu-points``.
 Also per row, from the per-window results: the longest exact match on forget and holdout windows,
 and the one-sided Mann-Whitney p that the forget windows' exact-match lengths exceed the holdout's.
+With ``--retain-split ACC``, a second table: each row's retain accuracy (token-weighted) on the
+retain windows the target reproduces at accuracy >= ACC and on the others.
 """
 
 from __future__ import annotations
@@ -83,6 +85,36 @@ def verbatim_cells(eval_dir: Path) -> list[str]:
     return [f"{max(forget):g}", f"{max(holdout):g}", f"{p_value:.2g}"]
 
 
+def retain_windows(eval_dir: Path) -> dict[int, tuple[float, int]]:
+    """Each retain window's (memorisation accuracy, continuation tokens), by window index."""
+    path = eval_dir / "per_sample" / "extraction.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    return {r["index"]: (r["mem_acc"], r["tokens"]) for r in rows if r["set"] == "retain_windows"}
+
+
+def retain_split(model: dict[int, tuple[float, int]], target: dict[int, tuple[float, int]], threshold: float):
+    """Token-weighted retain accuracy (target -> model) on the windows the target reproduces
+    (accuracy >= ``threshold``) and on the others: which retain text a method lost."""
+    cells = []
+    for memorised in (True, False):
+        ids = [i for i, (acc, _) in target.items() if (acc >= threshold) == memorised and i in model]
+        tokens = sum(target[i][1] for i in ids)
+        before = sum(target[i][0] * target[i][1] for i in ids) / tokens if tokens else float("nan")
+        after = sum(model[i][0] * target[i][1] for i in ids) / tokens if tokens else float("nan")
+        cells.append(f"{len(ids)}: {before:.3f} -> {after:.3f}")
+    return cells
+
+
+def print_retain_split(experiment: Path, rows: list[tuple[str, str, str | None]], threshold: float) -> None:
+    target = retain_windows(experiment / rows[0][1])
+    print(f"\n| row | retain windows the target reproduces (acc >= {threshold:g}) | other retain windows |")
+    print("|---|---|---|")
+    for name, eval_dir, _ in rows[1:]:
+        model = retain_windows(experiment / eval_dir)
+        if model and target:
+            print(f"| {name} | " + " | ".join(retain_split(model, target, threshold)) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -91,9 +123,14 @@ def main() -> None:
     parser.add_argument("--acc-margin", type=float, default=0.05)
     parser.add_argument("--ppl-ratio", type=float, default=1.05)
     parser.add_argument("--nlu-points", type=float, default=2.0)
+    parser.add_argument(
+        "--retain-split", type=float, metavar="ACC",
+        help="also print each row's retain accuracy on the windows the target reproduces at >= ACC and on the rest",
+    )  # fmt: skip
     args = parser.parse_args()
     rows = []
-    for name, eval_dir, run_dir in experiment_rows(args.experiment):
+    listed = experiment_rows(args.experiment)
+    for name, eval_dir, run_dir in listed:
         summary = args.experiment / eval_dir / "summary.json"
         if not summary.is_file():
             continue
@@ -112,6 +149,8 @@ def main() -> None:
         cells = [f"{metrics[key]:.3g}" if metrics.get(key) is not None else "–" for key, _ in COLUMNS]
         missed = "–" if name == "target" else (", ".join(bars(metrics, target, args)) or "none")
         print(f"| {name} | " + " | ".join(cells + verbatim) + f" | {step or '–'} | {missed} |")
+    if args.retain_split is not None:
+        print_retain_split(args.experiment, listed, args.retain_split)
 
 
 if __name__ == "__main__":

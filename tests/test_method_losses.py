@@ -287,6 +287,29 @@ def test_di_focus_weights():
         di_loss(LossInputs(forget=three_quarters(), ref_forget=teacher), DIConfig(focus="soft"))
 
 
+def test_di_lower_sensitive_lowers_only_the_sensitive_labels():
+    # Both positions: student p = (3/4, 1/4), label 0, teacher uniform, γ = ln 3. Position 1 is ordinary:
+    # with lower="sensitive" its target stays the teacher's (1/2, 1/2), CE = −½ln¾ − ½ln¼; position 2
+    # is sensitive, target (1/4, 3/4), CE = −¼ln¾ − ¾ln¼. lower="all" lowers both.
+    def make():
+        return side([[LN3, 0.0], [LN3, 0.0]], [0, 0], token_weights=[1.0, SENSITIVE_MARKER])
+
+    teacher = uniform(2, labels=(0, 0), grad=False)
+    kept = -0.5 * math.log(0.75) - 0.5 * math.log(0.25)
+    lowered = -0.25 * math.log(0.75) - 0.75 * math.log(0.25)
+    loss, logs = di_loss(
+        LossInputs(forget=make(), ref_forget=teacher), DIConfig(gamma=LN3, lower="sensitive")
+    )
+    assert loss.item() == pytest.approx((kept + lowered) / 2)
+    assert logs["target_label_prob"] == pytest.approx((0.5 + 0.25) / 2)
+    loss, _ = di_loss(LossInputs(forget=make(), ref_forget=teacher), DIConfig(gamma=LN3))
+    assert loss.item() == pytest.approx(lowered)
+    with pytest.raises(ValueError, match="sensitive"):
+        di_loss(LossInputs(forget=three_quarters(), ref_forget=teacher), DIConfig(lower="sensitive"))
+    with pytest.raises(ValueError, match="lower"):
+        DIConfig(lower="some")
+
+
 # ----------------------------------------------------------------------------- EUL
 
 

@@ -602,14 +602,10 @@ def test_license_example_names_a_missing_file_in_one_line(stand_in_licenses, tmp
 def test_window_tokens_script_reports_each_first_token_with_its_gap_and_probability(
     tiny_model, tiny_tokenizer
 ):
-    import importlib.util
-
-    script = Path(__file__).resolve().parents[1] / "scripts" / "window_tokens.py"
-    spec = importlib.util.spec_from_file_location("window_tokens", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     record = {"prompt": text(6), "gt": " " + text(6, shift=6)}
-    cells = module.first_token_cells(tiny_model, tiny_tokenizer, record, tokens=3, max_length=64)
+    cells = _script("window_tokens").first_token_cells(
+        tiny_model, tiny_tokenizer, record, tokens=3, max_length=64
+    )
     example = encode_window(tiny_tokenizer, record)
     start = next(i for i, label in enumerate(example.labels) if label != -100)
     with torch.no_grad():
@@ -623,3 +619,38 @@ def test_window_tokens_script_reports_each_first_token_with_its_gap_and_probabil
         assert cell.startswith(repr(tiny_tokenizer.decode([label])))
         assert float(p_text) == pytest.approx(p, abs=5e-4)  # printed to 3 decimals
         assert (float(gap_text) > 0) == top_is_label or float(gap_text) == 0.0
+
+
+def _script(name: str):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gradient_share_rows_are_the_logit_gradients_of_ga_and_flat(tiny_model, tiny_tokenizer):
+    """Each continuation token's squared norm of d(NLL)/d(logits) and d(p)/d(logits), by autograd."""
+    record = {"prompt": text(6), "gt": " " + text(5, shift=6)}
+    rows = _script("gradient_share").token_gradients(tiny_model, tiny_tokenizer, record, max_length=64)
+    prompt, truth = encode_window(tiny_tokenizer, record).split()
+    with torch.no_grad():
+        logits = tiny_model(input_ids=torch.tensor([prompt + truth])).logits[0, len(prompt) - 1 : -1]
+    assert rows.shape == (len(truth), 3)
+    for position, label in enumerate(truth):
+        row = logits[position].detach().clone().requires_grad_(True)
+        (nll_grad,) = torch.autograd.grad(-torch.log_softmax(row, -1)[label], row)
+        (prob_grad,) = torch.autograd.grad(torch.softmax(row, -1)[label], row)
+        assert rows[position, 0] == float(int(row.argmax()) == label)
+        assert float(rows[position, 1]) == pytest.approx(float(nll_grad.pow(2).sum()), rel=1e-4)
+        assert float(rows[position, 2]) == pytest.approx(float(prob_grad.pow(2).sum()), rel=1e-4)
+
+
+def test_retain_split_weighs_windows_by_tokens_and_splits_by_the_targets_accuracy():
+    target = {0: (0.8, 100), 1: (0.6, 300), 2: (0.3, 50)}
+    model = {0: (0.4, 100), 1: (0.6, 300), 2: (0.2, 50)}
+    cells = _script("texts_bars").retain_split(model, target, threshold=0.55)
+    # memorised: (0.8*100 + 0.6*300)/400 = 0.65 -> (0.4*100 + 0.6*300)/400 = 0.55
+    assert cells == ["2: 0.650 -> 0.550", "1: 0.300 -> 0.200"]

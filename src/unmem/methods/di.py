@@ -14,6 +14,14 @@ Weights w_t: 1 on every labelled token (``focus="none"``, the paper's default), 
 focused variant (``base.focus_weights``, shared with EUL, Chen and FLAT) from the record's
 ``sensitive`` spans: ``"soft"`` → focus_coeff on sensitive tokens, 1 elsewhere; ``"hard"`` → 1 / 0.
 
+``lower`` (ours): where the teacher's label logit is lowered. "all" is the paper's; "sensitive"
+lowers it only on the tokens of the record's ``sensitive`` spans and distils every other answer
+token from the unchanged teacher, which anchors the words an answer shares with every other
+answer. Why: lowering every label moved the first answer token of *all* questions (its mass went
+to "I", "Inequality of ...") and cost SmolLM2 its world-facts answers. The ``focus`` weights
+choose which tokens are distilled, not which are lowered: with "hard" the others are not
+distilled at all (docs/real-models.md compares both).
+
 Paper settings: γ = 3 (GPT-Neo, γ ∈ {3, 10} for the larger ones); UnDIAL on Llama-2-7B
 uses β ∈ {3, 10, 30} for the same γ. No retain term in the paper; optional α·R here.
 """
@@ -37,6 +45,8 @@ from unmem.methods._common import (
 from unmem.methods.base import LOGITS, LossInputs, at_least_float32, focus_weights
 from unmem.methods.registry import register_method
 
+LOWERED = ("all", "sensitive")
+
 
 @dataclass
 class DIConfig:
@@ -45,10 +55,12 @@ class DIConfig:
     focus_coeff: float = 10.0  # weight of sensitive tokens in the "soft" variant
     alpha: float = 0.0  # α, optional retain term R (the paper uses none)
     retain_loss: str = "nll"  # R: "nll" or "kl"
+    lower: str = "all"  # whose label logit the teacher lowers: "all" (paper) or "sensitive" (ours)
 
     def __post_init__(self) -> None:
         check_number("gamma", self.gamma, strict=False)
         check_focus(self.focus, self.focus_coeff)
+        check_choice("lower", self.lower, LOWERED)
         check_number("alpha", self.alpha, strict=False)
         check_choice("retain_loss", self.retain_loss, RETAIN_LOSSES)
 
@@ -59,9 +71,11 @@ def di_loss(inputs: LossInputs, cfg: DIConfig) -> tuple[torch.Tensor, dict[str, 
         raise ValueError("di needs the teacher (reference model) logits on the forget batch")
     mask = forget.label_mask  # (batch, time-1)
     safe_labels = forget.labels.masked_fill(~mask, 0)  # never index -100
-    # ẑ = z_teacher − γ·onehot(label), applied only where there is a label.
+    # ẑ = z_teacher − γ·onehot(label), applied only where there is a label (lower="sensitive":
+    # only in the sensitive spans; the other positions are distilled from the teacher unchanged).
+    lowered = mask if cfg.lower == "all" else focus_weights(forget, "hard", 1.0) > 0
     adjusted = at_least_float32(teacher.logits.detach())
-    penalty = (-cfg.gamma * mask.to(adjusted.dtype)).unsqueeze(-1)  # (batch, time-1, 1)
+    penalty = (-cfg.gamma * lowered.to(adjusted.dtype)).unsqueeze(-1)  # (batch, time-1, 1)
     adjusted = adjusted.scatter_add(-1, safe_labels.unsqueeze(-1), penalty)
     target = torch.softmax(adjusted, dim=-1)  # q_t, (batch, time-1, vocab)
     logp = torch.log_softmax(at_least_float32(forget.logits), dim=-1)
