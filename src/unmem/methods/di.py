@@ -16,11 +16,12 @@ focused variant (``base.focus_weights``, shared with EUL, Chen and FLAT) from th
 
 ``lower`` (ours): where the teacher's label logit is lowered. "all" is the paper's; "sensitive"
 lowers it only on the tokens of the record's ``sensitive`` spans and distils every other answer
-token from the unchanged teacher, which anchors the words an answer shares with every other
-answer. Why: lowering every label moved the first answer token of *all* questions (its mass went
-to "I", "Inequality of ...") and cost SmolLM2 its world-facts answers. The ``focus`` weights
-choose which tokens are distilled, not which are lowered: with "hard" the others are not
-distilled at all (docs/real-models.md compares both).
+token from the unchanged teacher, so the words an answer shares with every other answer are held
+where they were. The ``focus`` weights choose which tokens are distilled, not which are lowered:
+with "hard" the others are not distilled at all. Why it was tried: lowering every label moved the
+first answer token of *all* questions (to "I", "Inequality of ...") and cost SmolLM2 its
+world-facts answers; on SmolLM2 it kept utility only where it also forgot less
+(docs/real-models.md gives the numbers).
 
 Paper settings: γ = 3 (GPT-Neo, γ ∈ {3, 10} for the larger ones); UnDIAL on Llama-2-7B
 uses β ∈ {3, 10, 30} for the same γ. No retain term in the paper; optional α·R here.
