@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from unmem.config import CalibratedStop
 from unmem.train.stopping import (
     Check,
     calibrated_decision,
@@ -22,6 +23,8 @@ from unmem.train.stopping import (
 )
 
 BAND, GUARD = 0.05, 1.1
+RULE = CalibratedStop(band=BAND, max_utility_ratio=GUARD)
+VERBATIM_FIRST = CalibratedStop(band=BAND, max_utility_ratio=GUARD, verbatim=True, verbatim_first=True)
 
 
 def _checks(aucs: list[float], ratios: list[float] | None = None) -> list[Check]:
@@ -35,7 +38,7 @@ def _run(aucs: list[float], ratios: list[float] | None = None) -> tuple[int, str
     """Feed checks one by one as the loop does; (index stopped at, reason, selected check)."""
     history = _checks(aucs, ratios)
     for index, check in enumerate(history):
-        reason = calibrated_decision(check, BAND, GUARD)
+        reason = calibrated_decision(check, RULE)
         if reason is not None and index > 0:
             return index, reason, select_check(history[: index + 1], GUARD)
     return len(history) - 1, None, select_check(history, GUARD)
@@ -171,28 +174,28 @@ def _verbatim(auc: float, forget_exact: float, holdout_exact: float = 0.5, step:
 
 
 def test_verbatim_keeps_the_rule_going_inside_the_band_until_forget_repeats_no_further():
-    assert calibrated_decision(_verbatim(0.52, 0.73), BAND, GUARD) is None  # in the band, still longer
-    reason = calibrated_decision(_verbatim(0.52, 0.5), BAND, GUARD)
+    assert calibrated_decision(_verbatim(0.52, 0.73), RULE) is None  # in the band, still longer
+    reason = calibrated_decision(_verbatim(0.52, 0.5), RULE)
     assert reason is not None and "exact match 0.50 ≤ 0.50" in reason
     # Overshoot and the guard stop the run whatever the exact match.
-    assert calibrated_decision(_verbatim(0.3, 0.73), BAND, GUARD).startswith("overshoot")
+    assert calibrated_decision(_verbatim(0.3, 0.73), RULE).startswith("overshoot")
     guarded = Check(0, 0.52, 0.5, 1.3, 0.73, 0.5)
-    assert calibrated_decision(guarded, BAND, GUARD).startswith("utility guard")
+    assert calibrated_decision(guarded, RULE).startswith("utility guard")
 
 
 def test_verbatim_first_goes_on_past_the_overshoot_until_forget_repeats_no_further():
     # Still longer than holdout below the band: go on (without verbatim_first: stop).
-    assert calibrated_decision(_verbatim(0.23, 0.64), BAND, GUARD, verbatim_first=True) is None
-    assert calibrated_decision(_verbatim(0.23, 0.64), BAND, GUARD).startswith("overshoot")
-    reason = calibrated_decision(_verbatim(0.05, 0.27, 0.46), BAND, GUARD, verbatim_first=True)
+    assert calibrated_decision(_verbatim(0.23, 0.64), VERBATIM_FIRST) is None
+    assert calibrated_decision(_verbatim(0.23, 0.64), RULE).startswith("overshoot")
+    reason = calibrated_decision(_verbatim(0.05, 0.27, 0.46), VERBATIM_FIRST)
     assert (
         reason
         == "overshoot: forget set less familiar than holdout (AUC 0.050 < 0.450, exact match 0.27 ≤ 0.46)"
     )
     # In the band the rule is unchanged; the guard still ends the run.
-    assert calibrated_decision(_verbatim(0.52, 0.73), BAND, GUARD, verbatim_first=True) is None
+    assert calibrated_decision(_verbatim(0.52, 0.73), VERBATIM_FIRST) is None
     guarded = Check(0, 0.2, 0.5, 1.3, 0.73, 0.5)
-    assert calibrated_decision(guarded, BAND, GUARD, verbatim_first=True).startswith("utility guard")
+    assert calibrated_decision(guarded, VERBATIM_FIRST).startswith("utility guard")
 
 
 def test_verbatim_first_needs_verbatim(tmp_path):

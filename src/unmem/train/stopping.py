@@ -159,11 +159,10 @@ class Check:
         return not self.verbatim_measured or self.forget_exact <= self.holdout_exact
 
 
-def calibrated_decision(
-    last: Check, band: float, max_utility_ratio: float, verbatim_first: bool = False
-) -> str | None:
-    """Why to stop after ``last``, or None to go on. ``verbatim_first``: an overshoot stops
-    only once the verbatim check is kept too."""
+def calibrated_decision(last: Check, config: CalibratedStop) -> str | None:
+    """Why to stop after ``last``, or None to go on (``config.stop`` aside). ``verbatim_first``:
+    an overshoot stops only once the verbatim check is kept too."""
+    band, max_utility_ratio = config.band, config.max_utility_ratio
     if last.utility_ratio > max_utility_ratio:
         return f"utility guard: perplexity {last.utility_ratio:.3f}x its start > {max_utility_ratio}x"
     verbatim = (
@@ -171,7 +170,7 @@ def calibrated_decision(
         if last.verbatim_measured and last.verbatim_kept
         else ""
     )
-    if last.auc < 0.5 - band and (last.verbatim_kept or not verbatim_first):
+    if last.auc < 0.5 - band and (last.verbatim_kept or not config.verbatim_first):
         return (
             "overshoot: forget set less familiar than holdout "
             f"(AUC {last.auc:.3f} < {0.5 - band:.3f}{verbatim})"
@@ -236,10 +235,7 @@ class CalibratedStopping:
         self.history = [self._measure(model, 0)]
         start = self.history[0]
         config = self.config
-        if (
-            calibrated_decision(start, config.band, config.max_utility_ratio, config.verbatim_first)
-            is not None
-        ):
+        if calibrated_decision(start, config) is not None:
             # The rule would stop at the first check: say why the run ends at once.
             warnings.warn(
                 f"calibrated stopping: at step 0 the forget set already scores as unfamiliar as the "
@@ -256,9 +252,7 @@ class CalibratedStopping:
         current = self._measure(model, step)
         self.history.append(current)
         best = select_check(self.history, self.config.max_utility_ratio)
-        reason = calibrated_decision(
-            current, self.config.band, self.config.max_utility_ratio, self.config.verbatim_first
-        )
+        reason = calibrated_decision(current, self.config)
         fields = {"stop_auc": current.auc, "stop_p": current.p_value, "utility_ratio": current.utility_ratio}
         if current.verbatim_measured:
             fields |= {"stop_exact_forget": current.forget_exact, "stop_exact_holdout": current.holdout_exact}
