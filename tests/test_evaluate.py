@@ -172,6 +172,20 @@ def test_options_and_families_are_part_of_the_cache(tiny_model_dir, world, tmp_p
     assert not (out / "per_sample" / "extraction.jsonl").exists()
 
 
+def test_a_family_version_recomputes_that_family_only(tiny_model_dir, world, tmp_path, monkeypatch):
+    from unmem.evaluation import registry
+
+    out = tmp_path / "eval"
+    kwargs = {"benchmark": "world", "data": world, "out_dir": out, "max_samples": 3, "options": FAST}
+    evaluate(tiny_model_dir, metrics=["utility", "extraction"], **kwargs)
+    evaluate(tiny_model_dir, metrics=["utility", "extraction"], **kwargs)
+    assert read_summary(out).cached == {"utility": True, "extraction": True}
+    spec = registry.all_families()["utility"]
+    monkeypatch.setitem(registry._FAMILIES, "utility", replace(spec, version=spec.version + 1))
+    evaluate(tiny_model_dir, metrics=["utility", "extraction"], **kwargs)
+    assert read_summary(out).cached == {"utility": False, "extraction": True}
+
+
 def test_retain_results_from_a_previous_eval(tiny_model_dir, world, tmp_path):
     common = {
         "benchmark": "world",

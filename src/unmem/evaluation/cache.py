@@ -90,6 +90,7 @@ def family_key(
     family: str,
     *,
     version: int,
+    family_version: int = 1,
     model: str,
     data: str,
     dtype: str,
@@ -97,7 +98,10 @@ def family_key(
     retain: str | None,
     extra: Any,
 ) -> str:
-    """Cache key of one family's results: a family whose key matches is not recomputed."""
+    """Cache key of one family's results: a family whose key matches is not recomputed.
+    ``family_version`` joins the key from 2 on, so results cached before families had versions
+    stay valid for every family still at 1."""
+    since = {"family_version": family_version} if family_version > 1 else {}
     return cache_key(
         "eval-family",
         v=version,
@@ -108,4 +112,5 @@ def family_key(
         options=asdict(options),
         retain=retain,
         extra=extra,
+        **since,
     )

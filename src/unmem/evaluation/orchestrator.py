@@ -167,6 +167,7 @@ def plan_evaluation(
         name: family_key(
             name,
             version=EVAL_VERSION,
+            family_version=spec.version,
             model=base["model_hash"],
             data=base["data_fingerprint"],
             dtype=dtype,

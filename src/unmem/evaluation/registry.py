@@ -81,6 +81,9 @@ class FamilySpec:
     cache_inputs: Callable[[EvalInputs], Any] | None = None  # extra inputs of its cache key
     order: int = 100  # position in tables and reports; the built-in families come first
     default: bool = True  # False: runs only when named (--metrics), e.g. a costly audit
+    # Bump when the family's formulas or the metrics it reports change: only its cached results
+    # are recomputed (EVAL_VERSION invalidates every family's).
+    version: int = 1
 
 
 _FAMILIES: dict[str, FamilySpec] = {}

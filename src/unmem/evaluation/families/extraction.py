@@ -224,4 +224,5 @@ register_family(
     "memorisation of text windows per set",
     headline=("forget_mem_acc", "holdout_mem_acc", "retain_mem_acc", "forget_exact_len"),
     order=40,
+    version=2,  # 2: {set}_exact_words
 )
