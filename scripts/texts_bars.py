@@ -69,14 +69,17 @@ def bars(row: dict[str, Any], target: dict[str, Any], args: argparse.Namespace) 
     return [name for name, ok in checks.items() if not ok]
 
 
+def window_rows(eval_dir: Path) -> list[dict[str, Any]]:
+    """The evaluation's per-window extraction results ([] when it has none)."""
+    path = eval_dir / "per_sample" / "extraction.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
 def verbatim_cells(eval_dir: Path) -> list[str]:
     """Longest forget and holdout exact match, and the p that forget's lengths exceed holdout's."""
     from scipy.stats import mannwhitneyu
 
-    path = eval_dir / "per_sample" / "extraction.jsonl"
-    if not path.is_file():
-        return ["–", "–", "–"]
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows = window_rows(eval_dir)
     forget = [r["exact_len"] for r in rows if r["set"] == "forget_windows"]
     holdout = [r["exact_len"] for r in rows if r["set"] == "holdout_windows"]
     if not forget or not holdout:
@@ -87,9 +90,9 @@ def verbatim_cells(eval_dir: Path) -> list[str]:
 
 def retain_windows(eval_dir: Path) -> dict[int, tuple[float, int]]:
     """Each retain window's (memorisation accuracy, continuation tokens), by window index."""
-    path = eval_dir / "per_sample" / "extraction.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
-    return {r["index"]: (r["mem_acc"], r["tokens"]) for r in rows if r["set"] == "retain_windows"}
+    return {
+        r["index"]: (r["mem_acc"], r["tokens"]) for r in window_rows(eval_dir) if r["set"] == "retain_windows"
+    }
 
 
 def retain_split(model: dict[int, tuple[float, int]], target: dict[int, tuple[float, int]], threshold: float):

@@ -234,12 +234,11 @@ class CalibratedStopping:
             return False
         self.history = [self._measure(model, 0)]
         start = self.history[0]
-        config = self.config
-        if calibrated_decision(start, config) is not None:
+        if calibrated_decision(start, self.config) is not None:
             # The rule would stop at the first check: say why the run ends at once.
             warnings.warn(
                 f"calibrated stopping: at step 0 the forget set already scores as unfamiliar as the "
-                f"holdout set (AUC {start.auc:.3f} by score '{config.score}'); either nothing is "
+                f"holdout set (AUC {start.auc:.3f} by score '{self.config.score}'); either nothing is "
                 "memorised, or this score cannot see it (accuracy cannot on short templated answers, "
                 "docs/stopping.md)",
                 UnmemWarning,
